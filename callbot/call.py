@@ -1,0 +1,119 @@
+"""One call, end to end: the place to read first.
+
+    telephony transport (audio in 16 kHz, digits)
+      -> Silero VAD -> Whisper STT (shared model, off the event loop)
+      -> FlowProcessor (pure flow engine: what to say, how to listen, when to end)
+      -> CachedTTS (pre-rendered prompts, synthesis for the rest)
+      -> telephony transport (audio out 8 kHz)
+
+``run_call`` owns the call's life: it records ``call_started``, runs the
+pipeline until the flow ends the call or the caller leaves, hangs up or
+transfers through the provider's ``CallControl``, and always records
+``call_ended`` in ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.workers.runner import WorkerRunner
+
+from callbot import events as ev
+from callbot.constants import PIPELINE_IN_RATE, PIPELINE_OUT_RATE
+from callbot.flows.processor import FlowProcessor
+from callbot.flows.types import CallContext, Turn
+from callbot.recorder import CallRecorder
+from callbot.runtime import Runtime
+from callbot.speech.asr import WhisperSTT
+from callbot.speech.tts import CachedTTS
+from callbot.telephony.base import CallControl, CallInfo
+
+log = logging.getLogger(__name__)
+
+
+async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, control: CallControl) -> None:
+    recorder = CallRecorder(rt.store, info.call_id)
+    flow = rt.flows.current  # the call keeps this version even if flows are reloaded meanwhile
+    recorder.emit(ev.CallStarted(channel=info.channel, caller=info.caller, called=info.called,
+                                 provider_call_id=info.provider_call_id, flow=flow.name, flow_version=flow.version))
+    rt.active_calls[info.call_id] = info
+    started = time.monotonic()
+    reason, detail = "caller_hangup", ""
+    final: Turn | None = None
+    try:
+        session = flow.new_session(CallContext(caller=info.caller, called=info.called, channel=info.channel,
+                                               now=datetime.now().astimezone()))
+        vad = SileroVADAnalyzer(sample_rate=PIPELINE_IN_RATE,
+                                params=VADParams(stop_secs=rt.settings.end_of_turn_secs))
+        flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs)
+        stt = WhisperSTT(rt.asr, vocabulary=session.vocabulary)
+
+        @stt.event_handler("on_asr_result")
+        async def _asr_result(_stt, result) -> None:
+            if not result.text:
+                flow_proc.on_nothing_recognised()
+
+        pipeline = Pipeline([
+            transport.input(),
+            VADProcessor(vad_analyzer=vad),
+            stt,
+            flow_proc,
+            CachedTTS(rt.voice, rt.prompts),
+            transport.output(),
+        ])
+        worker = PipelineWorker(pipeline, params=PipelineParams(
+            audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
+            enable_rtvi=False, idle_timeout_secs=None, check_dangling_tasks=False)
+
+        @transport.event_handler("on_client_disconnected")
+        async def _caller_left(*_args) -> None:
+            await worker.cancel(reason="caller hung up")
+
+        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+        final = flow_proc.final_turn
+        if final is None:
+            reason = "caller_hangup"
+        elif final.transfer is not None:
+            reason, detail = await _transfer(recorder, control, final)
+        else:
+            reason, detail = "bot_hangup", final.hangup.reason if final.hangup else ""
+            await control.hangup(detail)
+    except Exception as e:
+        reason, detail = "error", f"{type(e).__name__}: {e}"
+        log.exception("call %s failed", info.call_id)
+        recorder.emit(ev.ErrorEvent(code="call_failed", message=detail, stage="call"))
+        try:
+            await control.hangup("error")
+        except Exception:
+            log.exception("hang-up after error failed for %s", info.call_id)
+    finally:
+        rt.active_calls.pop(info.call_id, None)
+        recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
+
+
+async def _transfer(recorder: CallRecorder, control: CallControl, turn: Turn) -> tuple[str, str]:
+    """Hand the call over when the flow knows where to; otherwise it was announced only."""
+    t = turn.transfer
+    assert t is not None
+    if not t.number:
+        recorder.emit(ev.TransferRequested(target=t.target, reason=t.reason, node=turn.node, outcome="announced"))
+        await control.hangup("transfer_announced")
+        return "bot_hangup", f"transfer to {t.target} announced (no destination configured)"
+    ok = await control.transfer(t.number)
+    recorder.emit(ev.TransferRequested(target=t.target, reason=t.reason, node=turn.node,
+                                       outcome="connected" if ok else "failed"))
+    if not ok:
+        await control.hangup("transfer_failed")
+        return "error", f"transfer to {t.number} failed"
+    return "transferred", t.number

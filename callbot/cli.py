@@ -1,0 +1,83 @@
+"""``callbot`` command line: serve, flows, chat, eval-intents, voices, models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from callbot import __version__
+from callbot.config import Settings
+from callbot.errors import CallbotError
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    try:  # pipecat logs through loguru: keep its chatter at our level or above WARNING
+        from loguru import logger
+
+        logger.remove()
+        logger.add(sys.stderr, level="DEBUG" if level == "DEBUG" else "WARNING")
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.load(args.config, **({"http_port": args.port} if args.port is not None else {}))
+    setup_logging(settings.log_level)
+    from callbot.server import serve
+
+    serve(settings)
+    return 0
+
+
+def _flows_reload(args: argparse.Namespace) -> int:
+    from callbot.server import pid_file
+
+    settings = Settings.load(args.config)
+    path = pid_file(settings)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as e:
+        print(f"no running callbot found ({path}: {e})", file=sys.stderr)
+        return 1
+    print(f"asked callbot (pid {pid}) to reload its flows")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callbot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"callbot {__version__}")
+    parser.add_argument("--config", help="YAML settings file (default: $CALLBOT_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the bot (HTTP, Twilio, SIP)")
+    p.add_argument("--port", type=int, help="HTTP port (default: $CALLBOT_HTTP_PORT or 8080)")
+    p.set_defaults(func=_serve)
+
+    from callbot.flows.cli import add_subcommands as add_flow_commands
+    from callbot.speech.cli import add_subcommands as add_speech_commands
+
+    add_flow_commands(sub)
+    add_speech_commands(sub)
+    flows = sub.choices.get("flows")
+    if flows is not None:  # `flows reload` talks to the running server
+        for action in flows._actions:
+            if isinstance(action, argparse._SubParsersAction) and "reload" not in action.choices:
+                action.add_parser("reload", help="reload flows in the running server (SIGHUP)").set_defaults(
+                    func=_flows_reload)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CallbotError as e:
+        print(f"callbot: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,103 @@
+"""Settings: built once at start-up (``Settings.load``) and passed down.
+
+Every value can come from the environment (``CALLBOT_<NAME>``, e.g.
+``CALLBOT_HTTP_PORT=8081``) or from an optional YAML file given with
+``callbot --config FILE`` or ``CALLBOT_CONFIG``. Environment wins over the file.
+No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callbot.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _xdg(var: str, default: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / default) / "callbot"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLBOT_", extra="forbid", validate_default=True)
+
+    # --- web server (webhooks, media websocket, API, dashboard)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        None, description="Public base URL Twilio reaches (https://bot.example.fr); default: from the request"
+    )
+
+    # --- storage
+    redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded Redis server")
+    data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
+    cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
+    call_log_max: int = Field(10_000, ge=10, description="calls kept in the recent-calls index")
+
+    # --- speech
+    asr_model: Path | None = Field(None, description="faster-whisper model folder; unset = bundled Whisper base")
+    asr_threads: int = Field(2, ge=1, le=64)
+    asr_beam_size: int = Field(1, ge=1, le=10)
+    asr_language: str = "fr"
+    asr_window: Literal["short", "full"] = Field(
+        "short", description="short = encode utterance + padding (fast); full = stock 30 s Whisper window"
+    )
+    asr_window_padding_s: float = Field(6.0, ge=1.0, le=29.0, description="silence added after the utterance (short window)")
+    asr_max_concurrent: int = Field(1, ge=1, le=8, description="Whisper decodes run at once; further calls queue")
+    tts_voice: str = Field("auto", description="auto | piper:NAME_OR_PATH | pico | espeak")
+    voices_dir: Path = Field(default_factory=lambda: PROJECT_ROOT / "voices")
+    preload_models: bool = Field(True, description="load ASR/TTS before accepting calls")
+
+    # --- call behaviour
+    flow: Path = Field(default_factory=lambda: PROJECT_ROOT / "flows" / "mairie.yaml")
+    end_of_turn_secs: float = Field(0.5, ge=0.1, le=5.0, description="caller silence that ends a turn")
+    max_calls: int = Field(50, ge=1, description="concurrent calls per process")
+
+    # --- Twilio
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+
+    # --- SIP
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(5060, ge=0, le=65535)
+    sip_enabled: bool = False
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Build the settings: YAML file (optional) < environment < explicit overrides."""
+        config_file = config_file or os.environ.get("CALLBOT_CONFIG")
+        file_values: dict[str, Any] = {}
+        if config_file:
+            path = Path(config_file)
+            try:
+                file_values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise ConfigError(f"cannot read config file {path}: {e}") from e
+            if not isinstance(file_values, dict):
+                raise ConfigError(f"{path}: expected a mapping of setting: value")
+        env_names = {k[len("CALLBOT_"):].lower() for k in os.environ if k.startswith("CALLBOT_")}
+        values = {k: v for k, v in file_values.items() if k not in env_names}
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except Exception as e:  # pydantic.ValidationError: keep its field-by-field text
+            raise ConfigError(f"invalid settings: {e}") from e
+
+    @property
+    def twilio_token(self) -> str | None:
+        return self.twilio_auth_token.get_secret_value() if self.twilio_auth_token else None

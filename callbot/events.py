@@ -1,0 +1,187 @@
+"""The call-event vocabulary: one typed stream per call.
+
+Every stage emits these (telephony, ASR, flow engine, TTS, transfer); the store
+persists them, and stats, the dashboard, logs and tests all read the same
+records. Keep the set small: add a field before adding a type.
+
+The flow engine is pure: it returns events without ``call_id``/``ts``; the
+call's recorder stamps them (``stamp``) before they reach the store.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    call_id: str = ""
+    ts: float = 0.0  # wall clock, epoch seconds
+
+
+class CallStarted(_Event):
+    type: Literal["call_started"] = "call_started"
+    channel: Literal["twilio", "sip", "test"]
+    caller: str = ""
+    called: str = ""
+    provider_call_id: str = ""
+    flow: str = ""
+    flow_version: str = ""
+
+
+class CallAnswered(_Event):
+    """The bot's first audio went out (answer -> greeting latency lives here)."""
+
+    type: Literal["call_answered"] = "call_answered"
+    greeting_latency_ms: float | None = None
+
+
+class CallEnded(_Event):
+    type: Literal["call_ended"] = "call_ended"
+    reason: Literal["bot_hangup", "caller_hangup", "transferred", "error", "timeout", "rejected"]
+    detail: str = ""
+    duration_s: float = 0.0
+
+
+class Transcript(_Event):
+    """One caller turn as recognised by the ASR."""
+
+    type: Literal["transcript"] = "transcript"
+    text: str
+    audio_s: float | None = None
+    asr_ms: float | None = None
+    node: str = ""
+
+
+class DigitsPressed(_Event):
+    type: Literal["digits"] = "digits"
+    digits: str
+    node: str = ""
+
+
+class NodeEntered(_Event):
+    type: Literal["node"] = "node"
+    node: str
+    kind: str = ""
+
+
+class IntentMatched(_Event):
+    type: Literal["intent"] = "intent"
+    intent: str | None  # None = no match
+    confidence: float = 0.0
+    text: str = ""
+    node: str = ""
+
+
+class NoInput(_Event):
+    """The caller said nothing (``kind=no_input``) or nothing we understood (``no_match``)."""
+
+    type: Literal["no_input"] = "no_input"
+    kind: Literal["no_input", "no_match"] = "no_input"
+    node: str = ""
+    count: int = 1
+
+
+class SlotFilled(_Event):
+    type: Literal["slot"] = "slot"
+    slot: str
+    value: Any
+    confirmed: bool = False
+    node: str = ""
+
+
+class BotSaid(_Event):
+    type: Literal["bot_said"] = "bot_said"
+    text: str
+    node: str = ""
+    cached: bool = False
+
+
+class TurnLatency(_Event):
+    """Server-side view of one caller turn: end of speech -> first bot audio out."""
+
+    type: Literal["latency"] = "latency"
+    voice_to_voice_ms: float | None = None
+    asr_ms: float | None = None
+    flow_ms: float | None = None
+    tts_ms: float | None = None
+    trigger: Literal["speech", "digits"] = "speech"
+
+
+class TicketCreated(_Event):
+    type: Literal["ticket"] = "ticket"
+    ticket_id: str = ""
+    kind: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+    node: str = ""
+
+
+class TransferRequested(_Event):
+    type: Literal["transfer"] = "transfer"
+    target: str  # a service name, or "agent"
+    reason: str = ""
+    node: str = ""
+    outcome: Literal["requested", "announced", "connected", "failed"] = "requested"
+
+
+class Emergency(_Event):
+    type: Literal["emergency"] = "emergency"
+    number: str  # 112, 15, 17, 18
+    text: str = ""
+    node: str = ""
+
+
+class SurveyAnswered(_Event):
+    type: Literal["survey"] = "survey"
+    score: int
+    node: str = ""
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    stage: str = ""
+
+
+CallEvent = Annotated[
+    Union[
+        CallStarted,
+        CallAnswered,
+        CallEnded,
+        Transcript,
+        DigitsPressed,
+        NodeEntered,
+        IntentMatched,
+        NoInput,
+        SlotFilled,
+        BotSaid,
+        TurnLatency,
+        TicketCreated,
+        TransferRequested,
+        Emergency,
+        SurveyAnswered,
+        ErrorEvent,
+    ],
+    Field(discriminator="type"),
+]
+
+_adapter: TypeAdapter[CallEvent] = TypeAdapter(CallEvent)
+
+
+def stamp(event: _Event, call_id: str, ts: float | None = None) -> _Event:
+    """Return ``event`` with its call id and wall-clock time set."""
+    return event.model_copy(update={"call_id": call_id, "ts": ts if ts is not None else time.time()})
+
+
+def to_json(event: _Event) -> str:
+    return event.model_dump_json()
+
+
+def from_json(data: str | bytes | dict) -> _Event:
+    if isinstance(data, dict):
+        return _adapter.validate_python(data)
+    return _adapter.validate_json(data)

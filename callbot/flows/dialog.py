@@ -1,0 +1,298 @@
+"""What the engine does with one caller action in a listening node.
+
+Kept apart from ``engine.py`` (node walking) so each stays readable. Order of
+checks for speech, and why:
+1. emergency, in every node — a fire or a fall must never wait behind a menu;
+2. a pending read-back (oui / non) or clarifying question;
+3. global intents (person, repeat, main menu, goodbye) unless the node turns them off;
+4. the node's own handling (intent routing, menu option, slot parsing, survey score);
+5. otherwise a counted no-match (see ``fail``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from callbot.events import (Emergency, IntentMatched, NoInput, SlotFilled, SurveyAnswered)
+from callbot.flows import slots as slot_parsers
+from callbot.flows.schema import AskNode, CollectNode, MenuNode, SurveyNode
+from callbot.flows.text import fold, number_words, words_to_digits
+from callbot.flows.types import Hangup, Prompt, Turn
+
+_ORDINALS = {"premier": "1", "premiere": "1", "deuxieme": "2", "second": "2", "seconde": "2",
+             "troisieme": "3", "quatrieme": "4", "cinquieme": "5", "sixieme": "6"}
+GLOBAL_MIN = 0.55  # a global intent must be this sure to interrupt a slot being collected
+
+
+def _globals_on(session, node) -> set[str]:
+    g = node.globals
+    allowed = set(session.flow.globals) if g is True else set(g or [])
+    return allowed
+
+
+def on_hear(session, text: str) -> Turn:
+    flow, st = session.flow, session.s
+    node = flow.nodes[st.node]
+    events: list = []
+    out: list[Prompt] = []
+
+    # 1. emergency: checked over every intent, in every node
+    em_intent = flow.emergency_intent
+    full = flow.recogniser.recognise(text)
+    session.last_match = full
+    if em_intent and full.intent == em_intent and em_intent in flow.globals \
+            and st.node != flow.globals[em_intent]:
+        return emergency(session, text, full.confidence, events, out)
+
+    # 2. pending read-back / clarification
+    if isinstance(node, CollectNode) and st.pending is not None:
+        return _confirm(session, node, text, events, out)
+    if st.clarify and isinstance(node, AskNode):
+        m = flow.recogniser.recognise(text, allowed=frozenset(st.clarify))
+        if m.intent is None and m.ranking and m.ranking[0][1] >= flow.settings.intent_threshold / 2:
+            m = type(m)(m.ranking[0][0], m.ranking[0][1], m.ranking)
+        if m.intent:
+            events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))
+            st.failures = 0
+            return _route(session, node, m.intent, out, events)
+
+    # 3. global intents
+    active = _globals_on(session, node)
+    if active and full.intent in active:
+        slot_node = isinstance(node, (CollectNode, SurveyNode))
+        if not slot_node or full.confidence >= GLOBAL_MIN and _not_a_slot_answer(node, text):
+            events.append(IntentMatched(intent=full.intent, confidence=full.confidence, text=text, node=st.node))
+            st.failures = 0
+            return global_action(session, full.intent, out, events)
+
+    # 4. the node itself
+    if isinstance(node, AskNode):
+        return _ask(session, node, text, full, events, out)
+    if isinstance(node, MenuNode):
+        key = _menu_key(session, node, text)
+        if key:
+            events.append(IntentMatched(intent=node.options[key].intent, confidence=1.0, text=text, node=st.node))
+            st.failures = 0
+            return session._goto(node.options[key].goto, out, events)
+        return fail(session, "no_match", out, events, text=text)
+    if isinstance(node, CollectNode):
+        return _collect(session, node, text, events, out)
+    if isinstance(node, SurveyNode):
+        m = re.search(r"\b[1-5]\b", words_to_digits(fold(text)))
+        if m:
+            return _survey(session, node, int(m.group()), events, out)
+        return fail(session, "no_match", out, events, text=text)
+    return fail(session, "no_match", out, events, text=text)
+
+
+def _not_a_slot_answer(node, text: str) -> bool:
+    if isinstance(node, CollectNode) and node.slot_type not in ("text", "address", "name"):
+        return slot_parsers.parse(node.slot_type, text) is None
+    return True
+
+
+def on_press(session, digits: str) -> Turn:
+    flow, st = session.flow, session.s
+    node = flow.nodes[st.node]
+    events: list = []
+    out: list[Prompt] = []
+    if isinstance(node, CollectNode) and st.pending is not None:
+        return _confirm(session, node, {"1": "oui", "2": "non"}.get(digits[:1], digits), events, out)
+    if isinstance(node, MenuNode):
+        if digits in node.options:
+            st.failures = 0
+            events.append(IntentMatched(intent=node.options[digits].intent, confidence=1.0, text=f"#{digits}",
+                                        node=st.node))
+            return session._goto(node.options[digits].goto, out, events)
+        return fail(session, "no_match", out, events)
+    if isinstance(node, CollectNode):
+        return _collect(session, node, digits, events, out)
+    if isinstance(node, SurveyNode):
+        if digits[:1] in "12345":
+            return _survey(session, node, int(digits[:1]), events, out)
+        return fail(session, "no_match", out, events)
+    # keypad in an open question: behave as the main menu does
+    menu = flow.nodes[flow.settings.main_menu]
+    if isinstance(menu, MenuNode) and digits in menu.options:
+        st.failures = 0
+        return session._goto(menu.options[digits].goto, out, events)
+    return fail(session, "no_match", out, events)
+
+
+def emergency(session, text: str, confidence: float, events: list, out: list) -> Turn:
+    flow = session.flow
+    number, label = flow.emergency_number(text)
+    session.s.values.update(urgence_numero=number, urgence_service=label)
+    session.s.spoken.update(urgence_numero=number_words(int(number)), urgence_service=label)
+    events.append(IntentMatched(intent=flow.emergency_intent, confidence=confidence, text=text,
+                                node=session.s.node))
+    events.append(Emergency(number=number, text=text, node=session.s.node))
+    session.s.failures = 0
+    return session._goto(flow.globals[flow.emergency_intent], out, events)
+
+
+def global_action(session, intent: str, out: list, events: list) -> Turn:
+    st, flow = session.s, session.flow
+    target = flow.globals[intent]
+    if target == "repeat":
+        node = flow.nodes[st.node]
+        return Turn(node=st.node, say=list(st.last_say), listen=session.listen_for(node), events=events)
+    if target == "back":
+        if len(st.history) >= 2:
+            st.history.pop()
+            target = st.history.pop()
+        else:
+            target = flow.settings.main_menu
+    return session._goto(target, out, events)
+
+
+def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Turn:
+    flow, st = session.flow, session.s
+    if node.yes or node.no:
+        yn = slot_parsers.parse_yes_no(text)
+        short = len(fold(text).split()) <= 5
+        if yn is not None and short and (full.intent is None or full.confidence < 0.6):
+            target = node.yes if yn.value else node.no
+            if target:
+                events.append(IntentMatched(intent="oui" if yn.value else "non", confidence=1.0, text=text,
+                                            node=st.node))
+                st.failures = 0
+                return session._goto(target, out, events)
+    allowed = set(node.routes) | _globals_on(session, node)
+    if node.any_intent:
+        allowed |= flow.goto_intents
+    m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
+    if m.intent:
+        events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))
+        st.failures = 0
+        if m.intent in flow.globals and m.intent not in node.routes:
+            return global_action(session, m.intent, out, events)
+        return _route(session, node, m.intent, out, events)
+    events.append(IntentMatched(intent=None, confidence=m.confidence, text=text, node=st.node))
+    # unsure between two close candidates: ask which, once
+    thr = flow.settings.intent_threshold
+    if (not st.clarify and len(m.ranking) >= 2 and m.ranking[0][1] >= thr * 0.6
+            and m.ranking[1][1] >= m.ranking[0][1] * 0.75):
+        a, b = m.ranking[0][0], m.ranking[1][0]
+        la, lb = flow.intents[a].label, flow.intents[b].label
+        if la and lb:
+            st.clarify = (a, b)
+            session.say(out, flow.spec.messages.clarify_choice, {"a": la, "b": lb})
+            return session.stay(out, events)
+    return fail(session, "no_match", out, events, text=text)
+
+
+def _route(session, node: AskNode, intent: str, out: list, events: list) -> Turn:
+    flow = session.flow
+    target = node.routes.get(intent) or flow.intents[intent].goto
+    if target is None and intent in flow.globals:
+        return global_action(session, intent, out, events)
+    if target is None:
+        return fail(session, "no_match", out, events)
+    return session._goto(target, out, events)
+
+
+def _menu_key(session, node: MenuNode, text: str) -> str | None:
+    folded = words_to_digits(fold(text))
+    for word, digit in _ORDINALS.items():
+        folded = re.sub(rf"\b{word}\b", digit, folded)
+    keys = [k for k in node.options if re.search(rf"(?:^| ){re.escape(k)}(?: |$)", folded)]
+    if len(keys) == 1:
+        return keys[0]
+    for key, option in node.options.items():
+        if any(re.search(rf"\b{re.escape(fold(w))}", folded) for w in option.words):
+            return key
+    by_intent = {o.intent: k for k, o in node.options.items() if o.intent}
+    if by_intent:
+        m = session.flow.recogniser.recognise(text, allowed=frozenset(by_intent))
+        if m.intent:
+            return by_intent[m.intent]
+    return None
+
+
+def _collect(session, node: CollectNode, text: str, events: list, out: list) -> Turn:
+    st = session.s
+    parsed = slot_parsers.parse(node.slot_type, text, session.now)
+    if parsed is None:
+        return fail(session, "no_match", out, events, text=text, invalid=node.invalid)
+    st.failures = 0
+    if node.confirm:
+        confirm = session.variant(node.confirm_say, 0) or "J'ai noté : {value}. C'est bien ça ?"
+        session.say(out, confirm, {"value": parsed.spoken})
+        st.pending = parsed
+        return session.stay(out, events)
+    return _store(session, node, parsed, False, events, out)
+
+
+def _store(session, node: CollectNode, parsed, confirmed: bool, events: list, out: list) -> Turn:
+    st = session.s
+    st.values[node.slot] = parsed.value
+    st.spoken[node.slot] = parsed.spoken
+    events.append(SlotFilled(slot=node.slot, value=parsed.value, confirmed=confirmed, node=st.node))
+    return session._goto(node.next, out, events)
+
+
+def _confirm(session, node: CollectNode, text: str, events: list, out: list) -> Turn:
+    st, msgs = session.s, session.flow.spec.messages
+    yn = slot_parsers.parse_yes_no(text)
+    if yn is None:
+        # a corrected value instead of oui/non ("non, 06 12 …") is taken as the new answer
+        parsed = slot_parsers.parse(node.slot_type, text, session.now)
+        if parsed is not None and node.slot_type not in ("text", "yes_no"):
+            st.pending = None
+            return _collect(session, node, text, events, out)
+        st.failures += 1
+        events.append(NoInput(kind="no_match", node=st.node, count=st.failures))
+        if st.failures >= session.flow.settings.max_failures:
+            session.say(out, msgs.to_agent)
+            return session._goto(session.flow.settings.agent, out, events)
+        session.say(out, msgs.yes_no)
+        return session.stay(out, events)
+    parsed, st.pending = st.pending, None
+    st.failures = 0
+    if yn.value:
+        return _store(session, node, parsed, True, events, out)
+    session.say(out, msgs.confirm_retry)
+    session.say(out, session.variant(node.reprompt, 0) or session.variant(node.say, 0))
+    return session.stay(out, events)
+
+
+def _survey(session, node: SurveyNode, score: int, events: list, out: list) -> Turn:
+    events.append(SurveyAnswered(score=score, node=session.s.node))
+    session.say(out, session.variant(node.thanks, 0))
+    if node.next:
+        return session._goto(node.next, out, events)
+    session.s.ended = True
+    return Turn(node=session.s.node, say=out, listen=None, events=events, hangup=Hangup("survey_done"))
+
+
+def fail(session, kind: str, out: list, events: list, text: str = "", invalid=None) -> Turn:
+    """Count a no-input / no-match and escalate: reprompt, then main menu, then a person."""
+    flow, st = session.flow, session.s
+    msgs, settings = flow.spec.messages, flow.settings
+    node = flow.nodes[st.node]
+    st.failures += 1
+    n = st.failures
+    events.append(NoInput(kind=kind, node=st.node, count=n))
+    if isinstance(node, SurveyNode):  # never push a caller who is leaving: thank and hang up
+        session.say(out, session.variant(node.thanks, 0))
+        if node.next:
+            return session._goto(node.next, out, events)
+        st.ended = True
+        return Turn(node=st.node, say=out, listen=None, events=events, hangup=Hangup("survey_skipped"))
+    if n >= settings.max_failures:
+        session.say(out, msgs.to_agent)
+        return session._goto(settings.agent, out, events)
+    lead = msgs.no_input if kind == "no_input" else msgs.no_match
+    if invalid and kind == "no_match":
+        lead = session.variant(invalid, n - 1) or lead
+    if n == settings.max_failures - 1 and isinstance(node, AskNode) and st.node != settings.main_menu:
+        session.say(out, msgs.offer_menu)
+        return session._goto(settings.main_menu, out, events)
+    session.say(out, lead)
+    reprompt = session.variant(node.reprompt, n - 1)
+    if isinstance(node, MenuNode) and not reprompt:
+        reprompt = flow.menu_prompt(node)[0]
+    session.say(out, reprompt or session.variant(node.say, 0))
+    st.clarify = ()
+    return session.stay(out, events)

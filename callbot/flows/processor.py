@@ -1,0 +1,273 @@
+"""The bridge between the audio pipeline and the pure flow engine.
+
+Sits after speech recognition and before speech synthesis. It turns pipecat
+frames into the engine's four inputs (``hear``, ``press``, ``silence`` and the
+initial ``start``) and the engine's ``Turn`` back into frames: prompts to
+speak, barge-in policy, endpointing, the no-input timer, and the end of the
+call. It routes **once per caller turn**: a transcript is held while the
+caller is still speaking and joined with the next one.
+
+Timing (server side) is measured here too: end of caller speech -> first bot
+audio, for speech and keypad turns, recorded as ``TurnLatency`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    EndWorkerFrame,
+    Frame,
+    InputDTMFFrame,
+    InterimTranscriptionFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from callbot import events as ev
+from callbot.flows.types import FlowSession, Listen, Turn
+from callbot.recorder import CallRecorder
+
+log = logging.getLogger(__name__)
+
+INTER_DIGIT_SECS = 3.0
+
+
+class FlowProcessor(FrameProcessor):
+    def __init__(
+        self,
+        session: FlowSession,
+        recorder: CallRecorder,
+        *,
+        vad: VADAnalyzer | None = None,
+        default_end_of_turn_secs: float = 0.5,
+        on_final_turn: Callable[[Turn], Awaitable[None] | None] | None = None,
+    ) -> None:
+        super().__init__(name="flow")
+        self.session = session
+        self.recorder = recorder
+        self._vad = vad
+        self._default_eot = default_end_of_turn_secs
+        self._on_final_turn = on_final_turn
+        self.final_turn: Turn | None = None
+        self._listen: Listen = Listen()
+        self._user_speaking = False
+        self._speech_during_bot = False  # this speech segment started while the bot talked
+        self._bot_speaking = False
+        self._pending_text: list[str] = []
+        self._pending_asr_ms = 0.0
+        self._digits = ""
+        self._digit_task: asyncio.Task | None = None
+        self._no_input_task: asyncio.Task | None = None
+        self._turn_end_wall: float | None = None  # when the caller finished (speech end or key press)
+        self._turn_trigger: str = "speech"
+        self._turn_asr_ms: float | None = None
+        self._turn_flow_ms: float | None = None
+        self._started_mono = 0.0
+        self._answered = False
+
+    # ------------------------------------------------------------------ frames
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._started_mono = time.monotonic()
+            await self._apply(self.session.start())
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            await self._on_user_started()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._user_speaking = False
+            self._turn_end_wall = frame.timestamp - frame.stop_secs
+            self._turn_trigger = "speech"
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TranscriptionFrame):
+            await self._on_transcript(frame)
+        elif isinstance(frame, InterimTranscriptionFrame):
+            pass  # routing waits for the final text of the turn
+        elif isinstance(frame, InputDTMFFrame):
+            await self._on_digit(frame.button.value)
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            if direction == FrameDirection.UPSTREAM:
+                self._on_bot_started()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            if direction == FrameDirection.UPSTREAM:
+                self._bot_speaking = False
+                if self.final_turn is None and self._listen is not None:
+                    self._arm_no_input()
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _on_user_started(self) -> None:
+        self._user_speaking = True
+        self._cancel_no_input()
+        self._speech_during_bot = self._bot_speaking
+        if self._bot_speaking and self._listen.barge_in and self.final_turn is None:
+            await self.broadcast_interruption()
+            self._bot_speaking = False
+
+    async def _on_transcript(self, frame: TranscriptionFrame) -> None:
+        text = (frame.text or "").strip()
+        asr_ms = _asr_ms(frame)
+        self.recorder.emit(ev.Transcript(text=text, asr_ms=asr_ms, node=self.session.node))
+        if self.final_turn is not None:
+            return
+        if self._speech_during_bot and not self._listen.barge_in:
+            log.debug("ignored speech over a non-interruptible prompt: %r", text)
+            return
+        if text:
+            self._pending_text.append(text)
+            self._pending_asr_ms += asr_ms or 0.0
+        if self._user_speaking:
+            return  # the caller went on talking: join with the next transcript
+        if not self._pending_text:
+            self._arm_no_input()
+            return
+        said = " ".join(self._pending_text)
+        self._turn_asr_ms = self._pending_asr_ms or None
+        self._pending_text, self._pending_asr_ms = [], 0.0
+        await self._route(lambda: self.session.hear(said))
+
+    def on_nothing_recognised(self) -> None:
+        """A speech segment gave no usable text (noise, cough, unintelligible): keep listening.
+
+        Not a no-match: line noise would make the bot say "pardon ?" over and over. If the
+        caller then stays silent, the no-input timer reprompts as usual.
+        """
+        if self.final_turn is None and not self._user_speaking and not self._pending_text:
+            self._arm_no_input()
+
+    async def _on_digit(self, digit: str) -> None:
+        if self.final_turn is not None:
+            return
+        self._cancel_no_input()
+        if self._bot_speaking and self._listen.barge_in:
+            await self.broadcast_interruption()
+            self._bot_speaking = False
+        self._turn_end_wall = time.time()
+        self._turn_trigger = "digits"
+        self._cancel_digit_timer()
+        if digit == "#" and self._digits:
+            await self._flush_digits()
+            return
+        self._digits += digit
+        if len(self._digits) >= max(1, self._listen.max_digits):
+            await self._flush_digits()
+        else:
+            self._digit_task = self.create_task(self._digit_timeout(), "inter-digit")
+
+    async def _digit_timeout(self) -> None:
+        await asyncio.sleep(INTER_DIGIT_SECS)
+        self._digit_task = None
+        await self._flush_digits()
+
+    async def _flush_digits(self) -> None:
+        digits, self._digits = self._digits, ""
+        if digits:
+            self.recorder.emit(ev.DigitsPressed(digits=digits, node=self.session.node))
+            self._turn_asr_ms = None
+            await self._route(lambda: self.session.press(digits))
+
+    def _on_bot_started(self) -> None:
+        self._bot_speaking = True
+        now_wall = time.time()
+        if not self._answered:
+            self._answered = True
+            self.recorder.emit(ev.CallAnswered(greeting_latency_ms=(time.monotonic() - self._started_mono) * 1000))
+        elif self._turn_end_wall is not None:
+            self.recorder.emit(ev.TurnLatency(
+                voice_to_voice_ms=(now_wall - self._turn_end_wall) * 1000,
+                asr_ms=self._turn_asr_ms, flow_ms=self._turn_flow_ms, trigger=self._turn_trigger))
+        self._turn_end_wall = None
+
+    # ------------------------------------------------------------------ turns
+    async def _route(self, step: Callable[[], Turn]) -> None:
+        t0 = time.perf_counter()
+        try:
+            turn = step()
+        except Exception as e:  # the engine is pure; a bug there must not kill the call silently
+            log.exception("flow engine error in node %s", self.session.node)
+            self.recorder.emit(ev.ErrorEvent(code="flow_engine_error", message=str(e), stage="flow"))
+            turn = self.session.silence()
+        self._turn_flow_ms = (time.perf_counter() - t0) * 1000
+        await self._apply(turn)
+
+    async def _apply(self, turn: Turn) -> None:
+        self._cancel_no_input()
+        self.recorder.emit_all(turn.events)
+        for prompt in turn.say:
+            self.recorder.emit(ev.BotSaid(text=prompt.text, node=turn.node, cached=prompt.static))
+            await self.push_frame(TTSSpeakFrame(prompt.text))
+        if turn.ends_call:
+            self.final_turn = turn
+            if self._on_final_turn:
+                result = self._on_final_turn(turn)
+                if asyncio.iscoroutine(result):
+                    await result
+            reason = "transfer" if turn.transfer else (turn.hangup.reason if turn.hangup else "end")
+            await self.push_frame(EndWorkerFrame(reason=reason))
+            return
+        self._listen = turn.listen or Listen()
+        self._set_end_of_turn(self._listen.end_of_turn_secs or self._default_eot)
+        if not turn.say:
+            self._arm_no_input()
+
+    def _set_end_of_turn(self, secs: float) -> None:
+        if self._vad is None or self._user_speaking:
+            return
+        params = self._vad.params
+        if abs(params.stop_secs - secs) > 1e-3:
+            self._vad.set_params(params.model_copy(update={"stop_secs": secs}))
+
+    # ------------------------------------------------------------------ timers
+    def _arm_no_input(self) -> None:
+        self._cancel_no_input()
+        if self._listen and self._listen.no_input_secs > 0 and not self._user_speaking:
+            self._no_input_task = self.create_task(self._no_input_timeout(self._listen.no_input_secs), "no-input")
+
+    async def _no_input_timeout(self, secs: float) -> None:
+        await asyncio.sleep(secs)
+        self._no_input_task = None
+        if self.final_turn is None and not self._user_speaking and not self._bot_speaking:
+            self._turn_end_wall = None
+            await self._route(self.session.silence)
+
+    def _cancel_no_input(self) -> None:
+        if self._no_input_task:
+            task, self._no_input_task = self._no_input_task, None
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _cancel_digit_timer(self) -> None:
+        if self._digit_task:
+            task, self._digit_task = self._digit_task, None
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def cleanup(self) -> None:
+        self._cancel_no_input()
+        self._cancel_digit_timer()
+        await super().cleanup()
+
+
+def _asr_ms(frame: TranscriptionFrame) -> float | None:
+    """The recogniser's decode time, when the STT service attached it to the frame."""
+    value = getattr(frame, "asr_ms", None)
+    if value is None and isinstance(frame.result, dict):
+        value = frame.result.get("asr_ms")
+    elif value is None:
+        value = getattr(frame.result, "asr_ms", None)
+    return float(value) if value is not None else None

@@ -1,0 +1,56 @@
+"""What the process shares between calls: settings, store, models, voice, flows.
+
+Built once by ``server.py`` (models load once per process, never per call)
+and passed to every call.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from callbot.config import Settings
+from callbot.store import EventStore
+
+if TYPE_CHECKING:
+    from callbot.speech.asr import SharedWhisper
+    from callbot.speech.prompt_cache import PromptCache
+    from callbot.speech.voices import Voice
+    from callbot.telephony.base import CallInfo
+
+log = logging.getLogger(__name__)
+
+
+class FlowLibrary:
+    """The current flow. ``reload`` swaps it atomically; calls in progress keep theirs."""
+
+    def __init__(self, path: Path) -> None:
+        from callbot.flows.loader import load_flow
+
+        self._load = load_flow
+        self.path = Path(path)
+        self.current: Any = load_flow(self.path)
+        self.loaded_versions = [self.current.version]
+
+    def reload(self) -> Any:
+        """Load the file again; on error keep the running version and re-raise (FlowError)."""
+        new = self._load(self.path)
+        if new.version != self.current.version:
+            self.current = new
+            self.loaded_versions.append(new.version)
+            log.warning("flow %s reloaded: version %s", new.name, new.version)
+        return new
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: EventStore
+    flows: FlowLibrary
+    asr: "SharedWhisper"
+    voice: "Voice"
+    prompts: "PromptCache"
+    active_calls: dict[str, "CallInfo"] = field(default_factory=dict)
+    ready: bool = False

@@ -1,0 +1,108 @@
+"""Composition root: builds the runtime once (Redis, store, flows, models, voice) and serves HTTP.
+
+One aiohttp application serves the Twilio webhooks and media websocket, the
+JSON API and (later) the dashboards. Models are loaded before the server
+accepts calls; ``GET /healthz`` answers 200 once they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from callbot.config import Settings
+from callbot.redis_server import RedisServer
+from callbot.runtime import FlowLibrary, Runtime
+from callbot.store import EventStore
+from callbot.telephony import twilio
+from callbot.web import api
+
+log = logging.getLogger(__name__)
+
+
+async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
+    """Load flows, Whisper, the voice and the prompt cache (blocking work in threads)."""
+    from callbot.speech.asr import SharedWhisper
+    from callbot.speech.prompt_cache import PromptCache
+    from callbot.speech.voices import select_voice
+
+    flows = FlowLibrary(settings.flow)
+    asr, voice = await asyncio.gather(asyncio.to_thread(SharedWhisper, settings),
+                                      asyncio.to_thread(select_voice, settings))
+    prompts = PromptCache(voice, disk_dir=settings.cache_dir / "prompts")
+    texts = flows.current.static_prompts()
+    await asyncio.to_thread(prompts.warm, texts)
+    log.info("ready: flow %s (%s), %d prompts cached, voice %s:%s", flows.current.name, flows.current.version,
+             len(texts), voice.engine, voice.name)
+    return Runtime(settings=settings, store=store, flows=flows, asr=asr, voice=voice, prompts=prompts)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=1 << 20)
+
+    async def on_call(transport, info, control) -> None:
+        from callbot.call import run_call
+
+        await run_call(app[api.RUNTIME], transport, info, control)
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        redis_server = None
+        redis_url = settings.redis_url
+        if not redis_url:
+            redis_server = await asyncio.to_thread(RedisServer(settings.data_dir / "redis").start)
+            redis_url = redis_server.url
+        store = EventStore(redis_url, max_calls=settings.call_log_max)
+        await store.start()
+        try:
+            rt = await build_runtime(settings, store)
+            app[api.RUNTIME] = rt
+            rt.ready = True
+            _install_reload(rt)
+            yield
+        finally:
+            await store.close()
+            if redis_server:
+                await asyncio.to_thread(redis_server.stop)
+
+    app.cleanup_ctx.append(runtime_ctx)
+    api.setup_routes(app)
+    twilio.setup_routes(app, settings, on_call)
+    return app
+
+
+def _install_reload(rt: Runtime) -> None:
+    """SIGHUP reloads the flow file; calls in progress finish on the version they started with."""
+
+    async def reload() -> None:
+        try:
+            flow = rt.flows.reload()
+            await asyncio.to_thread(rt.prompts.warm, flow.static_prompts())
+        except Exception as e:
+            log.error("flow reload failed, still running version %s: %s", rt.flows.current.version, e)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+        pass
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.data_dir / "callbot.pid"
+
+
+def serve(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    pid_path = pid_file(settings)
+    pid_path.write_text(str(os.getpid()))
+    try:
+        web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
+                    print=lambda *_: log.info("listening on http://%s:%s", settings.http_host, settings.http_port),
+                    access_log=None, handle_signals=True)
+    finally:
+        pid_path.unlink(missing_ok=True)

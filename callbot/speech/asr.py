@@ -1,0 +1,324 @@
+"""Whisper speech recognition shared by every call in the process.
+
+Why not pipecat's ``WhisperSTTService``: it loads a model per instance (one per
+call: ~2 s and ~150 MB each), exposes neither ``cpu_threads`` nor beam size, and
+uses faster-whisper's unbounded temperature fallback. Here one ``SharedWhisper``
+holds the model; ``WhisperSTT`` (one per call) only borrows it.
+
+Latency: faster-whisper pads every input to a 30 s window and on 2 cores the
+encoder dominates. ``window="short"`` encodes only the utterance plus a few
+seconds of silence (CTranslate2 accepts a shorter mel input) and decodes with a
+token cap and no-repeat n-grams so short windows cannot loop. ``scripts/bench-asr``
+compares both modes; ``window="full"`` keeps the stock path.
+
+Guard rails: decodes are admitted through a small semaphore (a decode already
+uses both cores; more in parallel only adds latency), and outputs that look like
+hallucinations (repetitive, very low confidence, or silence) become empty text
+with ``AsrResult.rejected`` saying why, so the flow can ask the caller to repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from callbot.constants import PIPELINE_IN_RATE
+from callbot.errors import ModelError
+from callbot.speech.models import Progress, whisper_model_dir
+
+log = logging.getLogger(__name__)
+
+Window = Literal["short", "full"]
+
+# Rejection thresholds (Whisper's own defaults for fallback decisions).
+COMPRESSION_RATIO_MAX = 2.4
+LOGPROB_MIN = -1.0
+NO_SPEECH_MIN = 0.6
+TOKENS_PER_SECOND = 15  # generous for French speech (~5 tokens/s); bounds loops
+TOKENS_BASE = 20
+MAX_WINDOW_S = 30.0
+FALLBACK_TEMPERATURE = 0.4  # single retry (short window); 0 disables
+FALLBACK_BEST_OF = 3
+
+
+@dataclass
+class AsrResult:
+    """One transcription. ``text`` is empty when nothing usable was heard."""
+
+    text: str
+    audio_s: float
+    asr_ms: float  # decode wall time (excludes queueing)
+    no_speech_prob: float
+    avg_logprob: float
+    compression_ratio: float
+    raw_text: str = ""  # what Whisper said before rejection
+    rejected: str | None = None  # "no_speech" | "repetitive" | "low_confidence" | "empty"
+    window: str = "full"
+    queue_ms: float = 0.0  # time waiting for a decode slot (atranscribe only)
+
+
+def _compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def _judge(text: str, no_speech: float, logprob: float, ratio: float) -> str | None:
+    if not text.strip():
+        return "empty"
+    if no_speech > NO_SPEECH_MIN and logprob < LOGPROB_MIN:
+        return "no_speech"
+    if ratio > COMPRESSION_RATIO_MAX:
+        return "repetitive"
+    if logprob < LOGPROB_MIN:
+        return "low_confidence"
+    return None
+
+
+class SharedWhisper:
+    """One faster-whisper model per process, safe to call from many calls at once.
+
+    ``transcribe`` is synchronous (run it in a thread); ``atranscribe`` queues
+    callers behind ``max_concurrent`` decode slots and runs the decode in a
+    dedicated thread pool so ASR never starves the default executor.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        model_dir=None,
+        window: Window | None = None,
+        padding_s: float | None = None,
+        max_concurrent: int | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.language: str = getattr(settings, "asr_language", "fr") or "fr"
+        self.beam_size: int = int(getattr(settings, "asr_beam_size", 1))
+        self.threads: int = int(getattr(settings, "asr_threads", 2))
+        self.window: Window = window or getattr(settings, "asr_window", "short")
+        self.padding_s: float = float(padding_s if padding_s is not None else getattr(settings, "asr_window_padding_s", 6.0))
+        self.max_concurrent: int = int(max_concurrent or getattr(settings, "asr_max_concurrent", 1))
+        self.model_dir = model_dir or whisper_model_dir(settings, progress)
+        t0 = time.monotonic()
+        try:
+            self.model = WhisperModel(
+                str(self.model_dir),
+                device="cpu",
+                compute_type="int8",
+                cpu_threads=self.threads,
+                num_workers=self.max_concurrent,
+            )
+        except Exception as e:  # CTranslate2 raises RuntimeError/ValueError on bad folders
+            raise ModelError(f"cannot load Whisper model from {self.model_dir}: {e}", code="asr_load_failed") from e
+        self.load_s = time.monotonic() - t0
+        if not self.model.model.is_multilingual:
+            raise ModelError(f"{self.model_dir} is an English-only Whisper model; French needs a multilingual one")
+        self._tokenizer = Tokenizer(self.model.hf_tokenizer, True, task="transcribe", language=self.language)
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="asr")
+        self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+        self._sems_lock = threading.Lock()
+        log.info(
+            "Whisper loaded from %s in %.2f s (int8, %d threads, beam %d, window %s%s, %d concurrent)",
+            self.model_dir, self.load_s, self.threads, self.beam_size, self.window,
+            f" +{self.padding_s:g}s" if self.window == "short" else "", self.max_concurrent,
+        )
+
+    # ------------------------------------------------------------------ sync
+    def transcribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None) -> AsrResult:
+        """Transcribe 16 kHz mono PCM16. Blocking: call from a worker thread."""
+        audio = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
+        audio_s = len(audio) / PIPELINE_IN_RATE
+        mode = window or self.window
+        if mode == "short" and audio_s + self.padding_s > MAX_WINDOW_S:
+            mode = "full"  # long turns: the stock path walks 30 s windows
+        t0 = time.perf_counter()
+        if audio_s < 0.1:
+            raw, no_speech, logprob = "", 1.0, 0.0
+        elif mode == "short":
+            raw, no_speech, logprob = self._decode_short(audio, audio_s, prompt)
+        else:
+            raw, no_speech, logprob = self._decode_full(audio, audio_s, prompt)
+        asr_ms = (time.perf_counter() - t0) * 1000
+        raw = raw.strip()
+        ratio = _compression_ratio(raw)
+        rejected = _judge(raw, no_speech, logprob, ratio)
+        res = AsrResult(
+            text="" if rejected else raw, audio_s=audio_s, asr_ms=asr_ms, no_speech_prob=no_speech,
+            avg_logprob=logprob, compression_ratio=ratio, raw_text=raw, rejected=rejected, window=mode,
+        )
+        log.debug("asr %.2fs audio in %.0f ms (%s): %r%s", audio_s, asr_ms, mode, raw,
+                  f" rejected={rejected}" if rejected else "")
+        return res
+
+    def _max_new_tokens(self, audio_s: float) -> int:
+        return int(TOKENS_BASE + TOKENS_PER_SECOND * audio_s)
+
+    def _prompt_tokens(self, prompt: str | None) -> list[int]:
+        tok = self._tokenizer
+        tokens: list[int] = []
+        if prompt and prompt.strip():
+            prev = tok.encode(" " + prompt.strip())[-(self.model.max_length // 2 - 1):]
+            tokens = [tok.sot_prev, *prev]
+        return [*tokens, *tok.sot_sequence, tok.no_timestamps]
+
+    def _decode_short(self, audio: np.ndarray, audio_s: float, prompt: str | None) -> tuple[str, float, float]:
+        fe = self.model.feature_extractor
+        mel = fe(audio)[..., :-1]  # same features as transcribe(), without the 30 s pad
+        frames = min(fe.nb_max_frames, mel.shape[-1] + int(self.padding_s / fe.time_per_frame))
+        frames += frames % 2  # the encoder's stride-2 convolution wants an even length
+        mel = np.pad(mel, ((0, 0), (0, max(0, frames - mel.shape[-1]))))[:, :frames]
+        enc = self.model.encode(np.ascontiguousarray(mel, dtype=np.float32))
+        prompt_ids = self._prompt_tokens(prompt)
+        max_length = min(self.model.max_length, len(prompt_ids) + self._max_new_tokens(audio_s))
+        common = dict(max_length=max_length, return_scores=True, return_no_speech_prob=True,
+                      suppress_blank=True, suppress_tokens=self._suppress, no_repeat_ngram_size=3)
+        best = self._generate(enc, prompt_ids, common, beam_size=self.beam_size)
+        if best[3] in ("repetitive", "low_confidence") and FALLBACK_TEMPERATURE:
+            # One bounded fallback, as faster-whisper does at 0.2, 0.4 … 1.0 but once: sample
+            # a few hypotheses from the same encoder output (decoder-only cost) and keep the
+            # most confident one that is not repetitive.
+            alt = self._generate(enc, prompt_ids, common, beam_size=1, num_hypotheses=FALLBACK_BEST_OF,
+                                 sampling_topk=0, sampling_temperature=FALLBACK_TEMPERATURE)
+            ok = [r for r in (best, alt) if r[3] != "repetitive"] or [best, alt]
+            best = max(ok, key=lambda r: r[2])
+        return best[0], best[1], best[2]
+
+    def _generate(self, enc, prompt_ids: list[int], common: dict, **kw) -> tuple[str, float, float, str | None]:
+        """One CTranslate2 decode: (text, no_speech_prob, avg_logprob, rejection or None)."""
+        result = self.model.model.generate(enc, [prompt_ids], **common, **kw)[0]
+        tokens = result.sequences_ids[0]
+        text = self._tokenizer.decode(tokens).strip()
+        logprob = float(result.scores[0] / (len(tokens) + 1)) if tokens else 0.0  # as faster-whisper (length_penalty 1)
+        no_speech = float(result.no_speech_prob)
+        return text, no_speech, logprob, _judge(text, no_speech, logprob, _compression_ratio(text))
+
+    def _decode_full(self, audio: np.ndarray, audio_s: float, prompt: str | None) -> tuple[str, float, float]:
+        segments, _ = self.model.transcribe(
+            audio, language=self.language, beam_size=self.beam_size, initial_prompt=prompt or None,
+            condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+            temperature=(0.0, 0.4),  # one bounded fallback, not six
+            compression_ratio_threshold=COMPRESSION_RATIO_MAX, log_prob_threshold=LOGPROB_MIN,
+            no_speech_threshold=NO_SPEECH_MIN, max_new_tokens=self._max_new_tokens(min(audio_s, MAX_WINDOW_S)),
+            no_repeat_ngram_size=3,
+        )
+        segs = list(segments)  # decoding happens while iterating: keep it in this thread
+        if not segs:
+            return "", 1.0, 0.0
+        text = " ".join(s.text.strip() for s in segs)
+        return text, max(s.no_speech_prob for s in segs), min(s.avg_logprob for s in segs)
+
+    # ----------------------------------------------------------------- async
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        with self._sems_lock:
+            sem = self._sems.get(loop)
+            if sem is None:
+                sem = self._sems[loop] = asyncio.Semaphore(self.max_concurrent)
+            return sem
+
+    async def atranscribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None) -> AsrResult:
+        """Queue for a decode slot, then transcribe in the ASR thread pool.
+
+        If the caller is cancelled mid-decode, the slot is held until the thread
+        actually finishes, so cancelled calls cannot oversubscribe the CPU.
+        """
+        sem = self._semaphore()
+        t0 = time.perf_counter()
+        await sem.acquire()
+        queue_ms = (time.perf_counter() - t0) * 1000
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: self.transcribe(pcm16k, prompt, window=window)
+            )
+        except BaseException:
+            sem.release()
+            raise
+        fut.add_done_callback(lambda _f: sem.release())
+        res = await asyncio.shield(fut)
+        res.queue_ms = queue_ms
+        return res
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------
+# pipecat service
+# ---------------------------------------------------------------------------
+from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame  # noqa: E402
+from pipecat.services.settings import STTSettings  # noqa: E402
+from pipecat.services.stt_service import SegmentedSTTService  # noqa: E402
+from pipecat.transcriptions.language import Language  # noqa: E402
+from pipecat.utils.time import time_now_iso8601  # noqa: E402
+
+
+class WhisperSTT(SegmentedSTTService):
+    """Per-call pipecat STT that borrows the process-wide ``SharedWhisper``.
+
+    Segmentation is pipecat's: audio from VAD start (plus ~1 s pre-roll) to VAD
+    stop, padded with 0.5 s of silence, one decode per segment, one
+    ``TranscriptionFrame`` (language fr) per segment with ``frame.result`` set to
+    the ``AsrResult`` (``asr_ms``, ``queue_ms``, confidences). Rejected or empty
+    segments produce no frame, but the ``on_asr_result`` event fires for every
+    segment so the flow can count "please repeat" cases.
+    ``vocabulary()`` is called per segment and sent as the Whisper prompt.
+    """
+
+    def __init__(
+        self,
+        shared: SharedWhisper,
+        vocabulary: Callable[[], str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("sample_rate", PIPELINE_IN_RATE)
+        super().__init__(settings=STTSettings(model=str(shared.model_dir), language=shared.language), **kwargs)
+        self._shared = shared
+        self._vocabulary = vocabulary
+        self._language = Language(shared.language) if shared.language in Language._value2member_map_ else None
+        self._register_event_handler("on_asr_result")
+
+    @property
+    def wants_wav_segments(self) -> bool:
+        return False  # raw PCM16: Whisper reads the buffer directly
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        if self.sample_rate != PIPELINE_IN_RATE:
+            yield ErrorFrame(f"WhisperSTT needs {PIPELINE_IN_RATE} Hz input, got {self.sample_rate} Hz")
+            return
+        prompt = None
+        if self._vocabulary is not None:
+            try:
+                prompt = self._vocabulary()
+            except Exception:  # a flow bug must not cost the transcript
+                log.exception("vocabulary() failed; transcribing without prompt")
+        await self.start_processing_metrics()
+        try:
+            res = await self._shared.atranscribe(audio, prompt)
+        finally:
+            await self.stop_processing_metrics()
+        log.info(
+            "asr %.2fs audio: %.0f ms (+%.0f ms queued) %s%r",
+            res.audio_s, res.asr_ms, res.queue_ms, f"[{res.rejected}] " if res.rejected else "", res.raw_text,
+        )
+        await self._call_event_handler("on_asr_result", res)
+        if res.text:
+            yield TranscriptionFrame(res.text, self._user_id, time_now_iso8601(), self._language, result=res)

@@ -1,0 +1,277 @@
+"""SIP listener: admits calls (allow-list, concurrent-call cap), answers them and
+runs ``on_call(transport, info, control)`` for each (``callbot.call.run_call``).
+
+Usage (the web/CLI side owns the runtime)::
+
+    server = SipServer.from_settings(settings, lambda t, i, c: run_call(runtime, t, i, c))
+    await server.start()
+    ...
+    await server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from callbot.telephony.base import CallInfo
+from callbot.telephony.sip.stack import BaresipEngine, EngineConfig, SipCall, SipEngine
+from callbot.telephony.sip.transport import SipTransport
+
+logger = logging.getLogger("callbot.sip")
+
+OnCall = Callable[[SipTransport, CallInfo, "SipCallControl"], Awaitable[None]]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip()]
+
+
+class SipCallControl:
+    """``CallControl`` for one SIP call: hang-up, blind transfer, bridged transfer."""
+
+    def __init__(self, server: SipServer, call: SipCall, transport: SipTransport) -> None:
+        self._server = server
+        self._call = call
+        self._transport = transport
+        self.last_transfer = None  # TransferOutcome of the last transfer()
+
+    async def hangup(self, reason: str) -> None:
+        """BYE after the queued audio has played (bounded); safe twice."""
+        self._transport.closing = True
+        deadline = time.monotonic() + 10
+        while (
+            not self._call.ended.is_set()
+            and self._call.tx_buffered() > 0
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        logger.info("SIP hangup %s (%s)", self._call.meta.sip_call_id, reason)
+        await self._call.hangup()
+
+    async def transfer(self, destination: str) -> bool:
+        """Blind transfer (REFER); True once the NOTIFY reports the new call answered.
+
+        ``destination``: a SIP URI, or a number/user completed with the caller's
+        domain by the stack. On success the call ends (the caller's side BYEs).
+        """
+        target = self._server.transfer_uri(destination)
+        logger.info("SIP REFER %s -> %s", self._call.meta.sip_call_id, target)
+        self._transport.closing = True
+        outcome = await self._call.transfer(target, timeout=self._server.transfer_timeout)
+        self.last_transfer = outcome
+        if not outcome.ok:
+            self._transport.closing = False
+            logger.warning("SIP transfer to %s failed: %s", target, outcome.reason)
+        return outcome.ok
+
+    async def bridge(self, destination: str, *, timeout: float = 30.0) -> bool:
+        """Bridged (attended-style) transfer: call ``destination`` and relay audio
+        between the two legs in Python until either side hangs up.
+
+        The pipeline must stop using the call's audio first (the flow ends its
+        pipeline with ``hangup_on_end`` False on the transport, then calls this).
+        Returns False when the destination did not answer (caller leg untouched).
+        """
+        target = self._server.transfer_uri(destination)
+        consult = await self._server.engine.dial(target)
+        if not await consult.wait_established(timeout):
+            await consult.hangup()
+            return False
+        self._transport.closing = True
+        await relay(self._call, consult)
+        return True
+
+    async def attended_transfer(self, destination: str, *, timeout: float = 30.0) -> bool:
+        """Consult ``destination``, then REFER the caller to it with Replaces (the
+        bot leaves the path). Needs a caller that supports Replaces; otherwise use
+        :meth:`bridge`."""
+        target = self._server.transfer_uri(destination)
+        consult = await self._server.engine.dial(target)
+        if not await consult.wait_established(timeout):
+            await consult.hangup()
+            return False
+        self._transport.closing = True
+        outcome = await self._call.attended_transfer(consult, timeout=timeout)
+        self.last_transfer = outcome
+        if not outcome.ok:
+            await consult.hangup()
+            self._transport.closing = False
+        return outcome.ok
+
+
+async def relay(a: SipCall, b: SipCall, frame_secs: float = 0.02) -> None:
+    """Copy PCM both ways until one leg ends, then hang up the other."""
+    a.flush_tx()
+    b.flush_tx()
+    while not (a.ended.is_set() or b.ended.is_set()):
+        for src, dst in ((a, b), (b, a)):
+            pcm = src.read_audio(3200)
+            if pcm and dst.tx_buffered() < 2400:
+                dst.write_audio(pcm)
+        await asyncio.sleep(frame_secs)
+    await a.hangup()
+    await b.hangup()
+
+
+@dataclass
+class SipStats:
+    offered: int = 0
+    accepted: int = 0
+    rejected_network: int = 0
+    rejected_busy: int = 0
+    active: int = 0
+    answer_ms: list[float] = field(default_factory=list)
+
+
+class SipServer:
+    def __init__(
+        self,
+        on_call: OnCall,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5060,
+        max_calls: int = 50,
+        allow: Iterable[str] = ("127.0.0.0/8", "::1/128"),
+        media_timeout: int = 10,
+        rtp_ports: tuple[int, int] = (30000, 30999),
+        transfer_timeout: float = 30.0,
+        engine: SipEngine | None = None,
+    ) -> None:
+        self.on_call = on_call
+        self.host = host
+        self.max_calls = max_calls
+        self.allow = parse_networks(allow)
+        self.transfer_timeout = transfer_timeout
+        self.engine = engine or BaresipEngine(
+            EngineConfig(
+                host=host,
+                port=port,
+                # stack cap above ours: room for consultation legs; our own cap answers first
+                max_calls=max_calls * 2 + 2,
+                media_timeout=media_timeout,
+                rtp_port_min=rtp_ports[0],
+                rtp_port_max=rtp_ports[1],
+            )
+        )
+        self.stats = SipStats()
+        self._tasks: set[asyncio.Task] = set()
+        self._active: set[SipCall] = set()
+
+    @classmethod
+    def from_settings(cls, settings, on_call: OnCall, **kw) -> SipServer:
+        return cls(
+            on_call,
+            host=settings.sip_host,
+            port=settings.sip_port,
+            max_calls=settings.max_calls,
+            allow=settings.sip_allow,
+            media_timeout=settings.sip_media_timeout,
+            rtp_ports=(settings.sip_rtp_port_min, settings.sip_rtp_port_max),
+            **kw,
+        )
+
+    @property
+    def port(self) -> int:
+        return self.engine.port
+
+    @property
+    def uri(self) -> str:
+        return f"sip:callbot@{self.host}:{self.port}"
+
+    def transfer_uri(self, destination: str) -> str:
+        d = destination.strip()
+        if d.startswith(("sip:", "sips:", "tel:")):
+            return d
+        return f"sip:{d}"  # "agent@host" -> sip:agent@host; bare user: stack completes the domain
+
+    async def start(self) -> None:
+        await self.engine.start(self._on_incoming)
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.engine.stop()
+
+    async def __aenter__(self) -> SipServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def _on_incoming(self, call: SipCall) -> None:
+        t = asyncio.get_running_loop().create_task(self._handle(call, time.monotonic()))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _allowed(self, call: SipCall, source) -> bool:
+        if not self.allow:
+            return True
+        ip = source.ip() if source else None
+        if ip is None:
+            logger.warning("SIP %s: source address unknown; refused", call.meta.sip_call_id)
+            return False
+        return any(ip in net for net in self.allow)
+
+    async def _handle(self, call: SipCall, t0: float) -> None:
+        self.stats.offered += 1
+        meta = call.meta
+        source = await self.engine.source_of(meta.sip_call_id) if hasattr(self.engine, "source_of") else None
+        if not self._allowed(call, source):
+            self.stats.rejected_network += 1
+            logger.warning("SIP call %s from %s not in allow-list: rejected", meta.sip_call_id, source)
+            await call.reject(403)
+            return
+        if len(self._active) >= self.max_calls:
+            self.stats.rejected_busy += 1
+            logger.warning("SIP call %s refused: %d calls active (cap)", meta.sip_call_id, len(self._active))
+            await call.reject(486)
+            return
+        self._active.add(call)
+        self.stats.active = len(self._active)
+        try:
+            await call.answer()
+            self.stats.accepted += 1
+            self.stats.answer_ms.append((time.monotonic() - t0) * 1000)
+            info = CallInfo(
+                call_id=uuid.uuid4().hex,
+                channel="sip",
+                caller=meta.caller,
+                called=meta.called,
+                provider_call_id=meta.sip_call_id,
+                extra={
+                    "from": meta.from_uri,
+                    "to": meta.to_uri,
+                    "source": f"{source.transport}:{source.host}:{source.port}" if source else "",
+                },
+            )
+            transport = SipTransport(call)
+            control = SipCallControl(self, call, transport)
+            logger.info("SIP call %s from %r (%s) answered", meta.sip_call_id, meta.caller, source)
+            try:
+                await self.on_call(transport, info, control)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("SIP call %s: on_call failed", meta.sip_call_id)
+            if not call.ended.is_set():
+                await control.hangup("pipeline finished")
+        except asyncio.CancelledError:
+            await call.hangup()
+            raise
+        except Exception:
+            logger.exception("SIP call %s failed", meta.sip_call_id)
+            await call.hangup()
+        finally:
+            self._active.discard(call)
+            self.stats.active = len(self._active)

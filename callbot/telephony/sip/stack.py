@@ -1,0 +1,498 @@
+"""The SIP stack behind a small interface callbot owns, and its baresip-python adapter.
+
+Everything above this module (``transport.py``, ``server.py``) talks to
+``SipEngine`` / ``SipCall`` only, so the engine can be swapped (the measured
+fallback is aiosipua + aiortp; see docs/sip.md). PCM crossing this interface is
+signed 16-bit mono at ``SipCall.sample_rate`` (8 kHz for G.711).
+
+baresip-python facts this adapter absorbs (measured, docs/sip.md):
+- one ``baresip.Runtime`` per process (libre state is global): one engine per process;
+- the stack re-INVITEs once after every ACK and that (or any) re-INVITE replaces
+  the media streams: ``AudioRestarted`` is caught here and the operation retried;
+- the stack does not report the peer's source address: the SIP trace (RX lines)
+  is parsed to map Call-ID -> source address, which the allow-list needs;
+- ``max_concurrent_calls`` defaults to 2 in the binding: always set explicitly.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("callbot.sip")
+
+DigitCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    transport: str  # "udp" | "tcp" | "tls"
+    host: str
+    port: int
+
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(self.host.strip("[]"))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class CallMeta:
+    """What the INVITE told us about an incoming call."""
+
+    sip_call_id: str
+    from_uri: str = ""
+    to_uri: str = ""
+    caller: str = ""  # P-Asserted-Identity user part, else From user part
+    called: str = ""  # To user part
+    source: PeerAddress | None = None  # where the INVITE came from (network level)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    ok: bool
+    status: int | None = None  # final sipfrag status from the NOTIFY, when known
+    reason: str = ""
+
+
+class SipCall(abc.ABC):
+    """One call leg. PCM is 16-bit mono at ``sample_rate``; never blocks."""
+
+    meta: CallMeta
+    sample_rate: int = 8000
+
+    @abc.abstractmethod
+    async def answer(self) -> None: ...
+
+    @abc.abstractmethod
+    async def reject(self, status: int = 486) -> None:
+        """Refuse an unanswered call (engines may map ``status`` to what they can send)."""
+
+    @abc.abstractmethod
+    async def hangup(self) -> None:
+        """BYE (or CANCEL/decline before answer). Safe to call twice."""
+
+    @abc.abstractmethod
+    async def transfer(self, target: str, timeout: float = 30.0) -> TransferOutcome:
+        """Blind transfer (REFER); resolves with the NOTIFY outcome."""
+
+    @abc.abstractmethod
+    async def attended_transfer(self, consult: SipCall, timeout: float = 30.0) -> TransferOutcome:
+        """REFER with Replaces: connect this call's peer to ``consult``'s peer."""
+
+    @abc.abstractmethod
+    async def wait_established(self, timeout: float = 30.0) -> bool: ...
+
+    @abc.abstractmethod
+    def read_audio(self, max_bytes: int = 3200) -> bytes:
+        """Received PCM since the last read (b"" when none or no media)."""
+
+    @abc.abstractmethod
+    def write_audio(self, pcm: bytes) -> int:
+        """Queue PCM to send; returns bytes accepted (0 when no media yet)."""
+
+    @abc.abstractmethod
+    def tx_buffered(self) -> int:
+        """Bytes queued but not yet sent (the stack's clock drains them)."""
+
+    @abc.abstractmethod
+    def flush_tx(self) -> None: ...
+
+    @abc.abstractmethod
+    def on_digit(self, callback: DigitCallback) -> None:
+        """``callback(digit)`` for RFC 4733 events and SIP INFO digits."""
+
+    @property
+    @abc.abstractmethod
+    def ended(self) -> asyncio.Event: ...
+
+    @property
+    @abc.abstractmethod
+    def end_reason(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def established(self) -> bool: ...
+
+
+IncomingHandler = Callable[[SipCall], None]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    host: str = "127.0.0.1"
+    port: int = 5060  # 0 = pick a free port (tests)
+    user: str = "callbot"  # our user part (Contact, From of our requests)
+    max_calls: int = 50  # stack-level cap (486 beyond); keep above the server's own cap
+    media_timeout: int = 10  # seconds without RTP -> call closed; 0 = off
+    rtp_port_min: int = 30000
+    rtp_port_max: int = 30999
+    sip_log_level: str = "warning"
+
+
+class SipEngine(abc.ABC):
+    @abc.abstractmethod
+    async def start(self, on_incoming: IncomingHandler) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def dial(self, uri: str) -> SipCall: ...
+
+    @property
+    @abc.abstractmethod
+    def port(self) -> int: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+_URI_USER = re.compile(r"<?\s*(?:sips?|tel):([^@;>?\s]+)", re.IGNORECASE)
+
+
+def uri_user(value: str | None) -> str:
+    """``"Alice" <sip:+33123@host>;tag=x`` -> ``+33123``; tel: URIs too."""
+    if not value:
+        return ""
+    m = _URI_USER.search(value)
+    return m.group(1) if m else ""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on both UDP and TCP (probe; tiny race acceptable in tests)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port")
+
+
+class _SourceTracker(logging.Handler):
+    """Maps Call-ID -> source address of its first INVITE, from the stack's SIP trace.
+
+    The trace arrives on the stack's log thread, possibly a little after the
+    CALL_INCOMING event reaches the loop: ``lookup`` waits briefly for it.
+    """
+
+    _HEAD = re.compile(r"^RX (UDP|TCP|TLS|WS|WSS) (\S+) -> \S+")
+    _CALL_ID = re.compile(r"^(?:Call-ID|i)\s*:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int = 2048) -> None:
+        super().__init__(level=logging.DEBUG)
+        self._loop = loop
+        self._map: collections.OrderedDict[str, PeerAddress] = collections.OrderedDict()
+        self._size = size
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:  # log thread
+        try:
+            text = record.getMessage()
+            head = self._HEAD.match(text)
+            if not head:
+                return
+            first = text.split("\n", 2)[1] if "\n" in text else ""
+            if not first.startswith("INVITE "):
+                return
+            cid = self._CALL_ID.search(text)
+            if not cid:
+                return
+            addr = head.group(2)
+            host, _, port = addr.rpartition(":")
+            peer = PeerAddress(head.group(1).lower(), host.strip("[]"), int(port or 0))
+            self._loop.call_soon_threadsafe(self._store, cid.group(1), peer)
+        except Exception:  # never let a trace line hurt the stack
+            pass
+
+    def _store(self, call_id: str, peer: PeerAddress) -> None:
+        if call_id not in self._map:
+            self._map[call_id] = peer
+            while len(self._map) > self._size:
+                self._map.popitem(last=False)
+        for fut in self._waiters.pop(call_id, []):
+            if not fut.done():
+                fut.set_result(peer)
+
+    async def lookup(self, call_id: str, timeout: float = 0.2) -> PeerAddress | None:
+        if call_id in self._map:
+            return self._map[call_id]
+        fut = self._loop.create_future()
+        self._waiters.setdefault(call_id, []).append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._waiters.get(call_id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    self._waiters.pop(call_id, None)
+
+
+# --------------------------------------------------------------------------- baresip adapter
+
+_TRANSFER_STATUS = re.compile(r"(\d{3})")
+
+
+class BaresipCall(SipCall):
+    def __init__(self, engine: BaresipEngine, call, meta: CallMeta) -> None:
+        import baresip
+
+        self._b = baresip
+        self._engine = engine
+        self._call = call
+        self.meta = meta
+        self._ended = asyncio.Event()
+        self._end_reason = ""
+        self._established = asyncio.Event()
+        self._hung_up = False
+        self._digit_cbs: list[DigitCallback] = []
+        self._rx_started = False
+        call.on(self._on_event)
+        call.on_dtmf(self._on_dtmf)
+
+    def __repr__(self) -> str:
+        return f"<BaresipCall {self.meta.sip_call_id} caller={self.meta.caller!r}>"
+
+    # events (on the asyncio loop)
+    def _on_event(self, ev) -> None:
+        E = self._b.Event
+        if ev.event is E.CALL_ESTABLISHED:
+            self._established.set()
+        elif ev.event is E.CALL_CLOSED:
+            self._end_reason = ev.text or "closed"
+            self._ended.set()
+            self._engine._forget(self)
+
+    def _on_dtmf(self, d) -> None:
+        for cb in list(self._digit_cbs):
+            try:
+                cb(d.digit)
+            except Exception:
+                logger.exception("digit callback failed")
+
+    # actions
+    async def answer(self) -> None:
+        await self._call.answer()
+
+    async def reject(self, status: int = 486) -> None:
+        # baresip-python can only send 486 (reject) on an unanswered call.
+        try:
+            await self._call.reject()
+        except self._b.BaresipError as e:
+            logger.debug("reject: %s", e)
+
+    async def hangup(self) -> None:
+        if self._hung_up or self._ended.is_set():
+            return
+        self._hung_up = True
+        try:
+            await self._call.hangup()
+        except self._b.BaresipError as e:  # StaleHandleError: already gone
+            logger.debug("hangup: %s", e)
+
+    async def transfer(self, target: str, timeout: float = 30.0) -> TransferOutcome:
+        try:
+            await self._call.transfer(target, timeout=timeout)
+            return TransferOutcome(True, 200, "transferred")
+        except self._b.TransferFailed as e:
+            return TransferOutcome(False, e.status, str(e))
+        except (self._b.BaresipError, ValueError) as e:
+            return TransferOutcome(False, None, str(e))
+
+    async def attended_transfer(self, consult: SipCall, timeout: float = 30.0) -> TransferOutcome:
+        assert isinstance(consult, BaresipCall)
+        try:
+            await self._call.attended_transfer(consult._call, timeout=timeout)
+            return TransferOutcome(True, 200, "transferred")
+        except self._b.TransferFailed as e:
+            return TransferOutcome(False, e.status, str(e))
+        except (self._b.BaresipError, ValueError) as e:
+            return TransferOutcome(False, None, str(e))
+
+    async def wait_established(self, timeout: float = 30.0) -> bool:
+        ended = asyncio.ensure_future(self._ended.wait())
+        est = asyncio.ensure_future(self._established.wait())
+        try:
+            await asyncio.wait({ended, est}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            est.cancel()
+        return self._established.is_set() and not self._ended.is_set()
+
+    # media: every call is a cheap non-blocking C call; retry once across a re-INVITE
+    def _media(self, fn, default):
+        for _ in range(2):
+            try:
+                return fn()
+            except self._b.AudioRestarted:
+                continue
+            except self._b.AudioNotActive:
+                return default
+        return default
+
+    def read_audio(self, max_bytes: int = 3200) -> bytes:
+        return self._media(lambda: self._call.audio.read(max_bytes), b"")
+
+    def write_audio(self, pcm: bytes) -> int:
+        return self._media(lambda: self._call.audio.write(pcm), 0)
+
+    def tx_buffered(self) -> int:
+        return self._media(lambda: self._call.audio.info().tx_buffered, 0)
+
+    def media_ready(self) -> bool:
+        return self._media(lambda: self._call.audio.info().tx_ready, False)
+
+    def flush_tx(self) -> None:
+        self._media(self._call.audio.flush_tx, None)
+
+    def on_digit(self, callback: DigitCallback) -> None:
+        self._digit_cbs.append(callback)
+
+    @property
+    def ended(self) -> asyncio.Event:
+        return self._ended
+
+    @property
+    def end_reason(self) -> str:
+        return self._end_reason
+
+    @property
+    def established(self) -> bool:
+        return self._established.is_set() and not self._ended.is_set()
+
+
+class BaresipEngine(SipEngine):
+    """baresip-python (libre/baresip in a native thread) as the SIP/RTP engine."""
+
+    EXPOSED_HEADERS = ("From", "To", "P-Asserted-Identity", "Remote-Party-ID")
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._port = config.port
+        self._runtime = None
+        self._ua = None
+        self._tracker: _SourceTracker | None = None
+        self._calls: set[BaresipCall] = set()
+        self._on_incoming: IncomingHandler | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def calls(self) -> set[BaresipCall]:
+        return set(self._calls)
+
+    def _forget(self, call: BaresipCall) -> None:
+        self._calls.discard(call)
+
+    async def start(self, on_incoming: IncomingHandler) -> None:
+        import baresip
+
+        cfg = self.config
+        if not self._port:
+            self._port = free_port(cfg.host)
+        self._on_incoming = on_incoming
+        loop = asyncio.get_running_loop()
+        self._tracker = _SourceTracker(loop)
+        sip_log = logging.getLogger("baresip.native.sip")
+        sip_log.setLevel(logging.DEBUG)
+        sip_log.propagate = False  # the trace feeds the tracker only
+        sip_log.addHandler(self._tracker)
+        wildcard = cfg.host in ("0.0.0.0", "::", "")
+        listen = f"0.0.0.0:{self._port}" if wildcard else f"{cfg.host}:{self._port}"
+        extra = f"sip_listen\t\t{listen}\nrtp_ports\t\t{cfg.rtp_port_min}-{cfg.rtp_port_max}\n"
+        self._runtime = baresip.Runtime(native_log_level=cfg.sip_log_level)
+        await self._runtime.start(
+            baresip.Config(
+                net_interface=None if wildcard else cfg.host,
+                max_concurrent_calls=cfg.max_calls,
+                rtp_timeout=cfg.media_timeout,
+                sip_trace=True,
+                native_log_level=cfg.sip_log_level,
+                expose_headers=self.EXPOSED_HEADERS,
+                extra_config_text=extra,
+            )
+        )
+        domain = f"{cfg.host}:{self._port}" if not wildcard else f"127.0.0.1:{self._port}"
+        # one user agent per transport: the stack matches incoming requests to
+        # an account of the same transport (a UDP-only account 404s TCP INVITEs)
+        self._uas = []
+        for transport in ("udp", "tcp"):
+            ua = await baresip.UserAgent.create(
+                self._runtime,
+                baresip.Account(
+                    user=cfg.user,
+                    domain=domain,
+                    password="",
+                    reg_interval=0,
+                    transport=transport,
+                    audio_codecs=("pcmu", "pcma"),
+                    dtmf_mode="rtpevent",
+                    # answer whatever user part / DID the INVITE is addressed to
+                    extra_params=("catchall=yes",),
+                ),
+            )
+            ua.on_incoming(self._incoming)
+            self._uas.append(ua)
+        self._ua = self._uas[0]
+        logger.info("SIP engine (baresip-python %s) listening on %s udp+tcp", baresip.__version__, listen)
+
+    def _incoming(self, call) -> None:
+        h = call.headers or {}
+        from_hdr = h.get("From") or call.peer or ""
+        pai = h.get("P-Asserted-Identity") or h.get("Remote-Party-ID") or ""
+        meta = CallMeta(
+            sip_call_id=call.call_id or "",
+            from_uri=from_hdr,
+            to_uri=h.get("To", ""),
+            caller=uri_user(pai) or uri_user(from_hdr) or uri_user(call.peer),
+            called=uri_user(h.get("To", "")),
+            headers=dict(h),
+        )
+        wrapped = BaresipCall(self, call, meta)
+        self._calls.add(wrapped)
+        if self._on_incoming:
+            self._on_incoming(wrapped)
+
+    async def source_of(self, sip_call_id: str, timeout: float = 0.2) -> PeerAddress | None:
+        return await self._tracker.lookup(sip_call_id, timeout) if self._tracker else None
+
+    async def dial(self, uri: str) -> SipCall:
+        call = await self._ua.dial(uri)
+        wrapped = BaresipCall(self, call, CallMeta(sip_call_id=call.call_id or "", to_uri=uri))
+        self._calls.add(wrapped)
+        return wrapped
+
+    async def stop(self) -> None:
+        if self._runtime is None:
+            return
+        for c in list(self._calls):
+            await c.hangup()
+        if self._calls:
+            await asyncio.sleep(0.2)  # let BYEs leave
+        try:
+            await self._runtime.close()
+        finally:
+            self._runtime = None
+            if self._tracker:
+                logging.getLogger("baresip.native.sip").removeHandler(self._tracker)
+                self._tracker = None

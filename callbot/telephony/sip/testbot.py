@@ -1,0 +1,186 @@
+"""A minimal pipecat bot for exercising the SIP transport without the speech stack.
+
+It greets with a tone (440 Hz, 1 s), answers each keypad digit with a short
+880 Hz tone, optionally echoes the caller, and can hang up or transfer after the
+greeting. ``python -m callbot.telephony.sip.testbot --port 5080`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pipecat.frames.frames import (
+    EndWorkerFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+from callbot.constants import PIPELINE_IN_RATE, PIPELINE_OUT_RATE
+from callbot.telephony.base import CallInfo
+
+
+def tone(freq: float, secs: float, rate: int = PIPELINE_OUT_RATE, amp: float = 0.3) -> bytes:
+    t = np.arange(int(rate * secs)) / rate
+    return (np.sin(2 * math.pi * freq * t) * amp * 32767).astype("<i2").tobytes()
+
+
+@dataclass
+class CallRecord:
+    info: CallInfo | None = None
+    digits: list[str] = field(default_factory=list)
+    rx_bytes: int = 0
+    rx_rms_max: float = 0.0
+    rx_rate: int = 0
+    started_at: float = 0.0
+    greeting_at: float = 0.0
+    ended_at: float = 0.0
+    disconnected: bool = False
+    transfer_result: bool | None = None
+
+
+class ToneBot(FrameProcessor):
+    def __init__(self, record: CallRecord, *, greeting_secs: float = 1.0, echo: bool = False,
+                 end_after_greeting: bool = False, on_greeted=None) -> None:
+        super().__init__()
+        self.record = record
+        self.greeting_secs = greeting_secs
+        self.echo = echo
+        self.end_after_greeting = end_after_greeting
+        self.on_greeted = on_greeted
+
+    async def _send(self, pcm: bytes) -> None:
+        step = PIPELINE_OUT_RATE * 2 // 50  # 20 ms
+        for i in range(0, len(pcm), step):
+            await self.push_frame(OutputAudioRawFrame(pcm[i:i + step], PIPELINE_OUT_RATE, 1))
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self.record.started_at = time.monotonic()
+            await self._send(tone(440, self.greeting_secs))
+            self.record.greeting_at = time.monotonic()
+            if self.end_after_greeting:
+                await self.push_frame(EndWorkerFrame(reason="test bot done"))
+            if self.on_greeted:
+                self.create_task(self.on_greeted())
+            return
+        if isinstance(frame, InputDTMFFrame):
+            self.record.digits.append(frame.button.value)
+            await self._send(tone(880, 0.3))
+            return
+        if isinstance(frame, InputAudioRawFrame):
+            a = np.frombuffer(frame.audio, dtype="<i2").astype(np.float32)
+            self.record.rx_bytes += len(frame.audio)
+            self.record.rx_rate = frame.sample_rate
+            if len(a):
+                self.record.rx_rms_max = max(self.record.rx_rms_max, float(np.sqrt(np.mean(a * a))))
+            if self.echo:
+                await self._send(frame.audio[::2] if frame.sample_rate == 2 * PIPELINE_OUT_RATE else frame.audio)
+            return
+        await self.push_frame(frame, direction)
+
+
+async def run_tone_bot(transport, info: CallInfo, control, record: CallRecord | None = None, *,
+                       end_after_greeting: bool = False, transfer_to: str | None = None,
+                       echo: bool = False, greeting_secs: float = 1.0) -> CallRecord:
+    """Same shape as ``run_call``: build a pipeline on the transport and run it."""
+    record = record if record is not None else CallRecord()
+    record.info = info
+
+    async def greeted():
+        if transfer_to:
+            await asyncio.sleep(greeting_secs + 0.3)  # let the greeting play out
+            record.transfer_result = await control.transfer(transfer_to)
+
+    bot = ToneBot(record, greeting_secs=greeting_secs, echo=echo,
+                  end_after_greeting=end_after_greeting, on_greeted=greeted)
+    worker = PipelineWorker(
+        Pipeline([transport.input(), bot, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
+        idle_timeout_secs=None,
+        check_dangling_tasks=False,
+    )
+
+    @transport.event_handler("on_client_disconnected")
+    async def _gone(t, c):
+        record.disconnected = True
+        await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
+    record.ended_at = time.monotonic()
+    await control.hangup("bot done")
+    return record
+
+
+class ToneBotServer:
+    """A ``SipServer`` running the tone bot on a free port; records every call (tests)."""
+
+    def __init__(self, *, bot: dict | None = None, port: int = 0, **server_kw) -> None:
+        from callbot.telephony.sip.server import SipServer
+
+        self.records: list[CallRecord] = []
+        self.bot_kw = bot or {}
+        self.server = SipServer(self._on_call, port=port, **server_kw)
+
+    async def _on_call(self, transport, info, control) -> None:
+        rec = CallRecord()
+        self.records.append(rec)
+        await run_tone_bot(transport, info, control, rec, **self.bot_kw)
+
+    @property
+    def target(self) -> str:
+        return f"{self.server.host}:{self.server.port}"
+
+    async def wait_calls_done(self, n: int = 1, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.records) >= n and all(r.ended_at for r in self.records):
+                return
+            await asyncio.sleep(0.05)
+
+    async def __aenter__(self) -> ToneBotServer:
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.server.stop()
+
+
+async def _main() -> None:
+    from callbot.telephony.sip.server import SipServer
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=5080)
+    ap.add_argument("--echo", action="store_true")
+    ap.add_argument("--max-calls", type=int, default=20)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    server = SipServer(lambda t, i, c: run_tone_bot(t, i, c, echo=args.echo), host=args.host,
+                       port=args.port, max_calls=args.max_calls)
+    await server.start()
+    print(f"tone bot on {server.uri}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

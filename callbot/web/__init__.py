@@ -1,0 +1,1 @@
+"""HTTP surface: health, call log API (the dashboard and agent console grow here)."""

@@ -1,0 +1,67 @@
+"""JSON API: health, recent calls, one call with its events, tickets."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from callbot.runtime import Runtime
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be an integer, got {raw!r}\n") from None
+    if not lo <= value <= hi:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be between {lo} and {hi}\n")
+    return value
+
+
+async def healthz(request: web.Request) -> web.Response:
+    rt = request.app.get(RUNTIME)
+    if rt is None or not rt.ready:
+        return web.json_response({"status": "starting"}, status=503)
+    redis_ok = await rt.store.ping()
+    return web.json_response({
+        "status": "ok",
+        "redis": redis_ok,
+        "events_pending": rt.store.pending,
+        "active_calls": len(rt.active_calls),
+        "voice": f"{rt.voice.engine}:{rt.voice.name}",
+        "flow": rt.flows.current.name,
+        "flow_version": rt.flows.current.version,
+    })
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    limit = _int(request, "limit", 50, 1, 1000)
+    offset = _int(request, "offset", 0, 0, 1_000_000)
+    return web.json_response({"calls": await rt.store.list_calls(limit, offset)})
+
+
+async def get_call(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    call = await rt.store.get_call(request.match_info["call_id"])
+    if call is None:
+        raise web.HTTPNotFound(text="no such call\n")
+    return web.json_response(call)
+
+
+async def list_tickets(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    limit = _int(request, "limit", 100, 1, 1000)
+    offset = _int(request, "offset", 0, 0, 1_000_000)
+    return web.json_response({"tickets": await rt.store.list_tickets(limit, offset)})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/calls", list_calls)
+    app.router.add_get("/api/calls/{call_id}", get_call)
+    app.router.add_get("/api/tickets", list_tickets)
