@@ -43,14 +43,14 @@ class Settings(BaseSettings):
 
     # --- speech
     asr_model: Path | None = Field(None, description="faster-whisper model folder; unset = bundled Whisper base")
-    asr_threads: int = Field(2, ge=1, le=64)
+    asr_threads: int = Field(1, ge=1, le=64, description="CPU threads per decode; threads x asr_max_concurrent ~ cores")
     asr_beam_size: int = Field(1, ge=1, le=10)
     asr_language: str = "fr"
     asr_window: Literal["short", "full"] = Field(
         "short", description="short = encode utterance + padding (fast); full = stock 30 s Whisper window"
     )
     asr_window_padding_s: float = Field(6.0, ge=1.0, le=29.0, description="silence added after the utterance (short window)")
-    asr_max_concurrent: int = Field(1, ge=1, le=8, description="Whisper decodes run at once; further calls queue")
+    asr_max_concurrent: int = Field(2, ge=1, le=8, description="Whisper decodes run at once; further calls queue")
     tts_voice: str = Field("auto", description="auto | piper:NAME_OR_PATH | pico | espeak")
     voices_dir: Path = Field(default_factory=lambda: PROJECT_ROOT / "voices")
     preload_models: bool = Field(True, description="load ASR/TTS before accepting calls")
@@ -68,7 +68,14 @@ class Settings(BaseSettings):
     # --- SIP
     sip_host: str = "127.0.0.1"
     sip_port: int = Field(5060, ge=0, le=65535)
-    sip_enabled: bool = False
+    sip_enabled: bool = True
+    sip_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="networks allowed to call (CIDR); others get 486. Add your PBX/trunk, e.g. 192.168.1.0/24",
+    )
+    sip_media_timeout: int = Field(10, ge=0, le=3600, description="seconds without RTP before hanging up; 0 = off")
+    sip_rtp_port_min: int = Field(30000, ge=1024, le=65535)
+    sip_rtp_port_max: int = Field(30999, ge=1024, le=65535)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

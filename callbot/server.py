@@ -62,9 +62,14 @@ def create_app(settings: Settings) -> web.Application:
         try:
             rt = await build_runtime(settings, store)
             app[api.RUNTIME] = rt
+            sip = await _start_sip(settings, on_call)
             rt.ready = True
             _install_reload(rt)
-            yield
+            try:
+                yield
+            finally:
+                if sip is not None:
+                    await sip.stop()
         finally:
             await store.close()
             if redis_server:
@@ -74,6 +79,23 @@ def create_app(settings: Settings) -> web.Application:
     api.setup_routes(app)
     twilio.setup_routes(app, settings, on_call)
     return app
+
+
+async def _start_sip(settings: Settings, on_call):
+    """The SIP listener, when enabled; a port already in use is reported, and HTTP keeps serving."""
+    if not settings.sip_enabled:
+        return None
+    from callbot.telephony.sip.server import SipServer
+
+    sip = SipServer.from_settings(settings, on_call)
+    try:
+        await sip.start()
+    except Exception as e:
+        log.error("SIP listener on %s:%s could not start (%s): SIP calls are OFF, Twilio still works",
+                  settings.sip_host, settings.sip_port, e)
+        return None
+    log.info("SIP listening on %s:%s (UDP and TCP)", settings.sip_host, settings.sip_port)
+    return sip
 
 
 def _install_reload(rt: Runtime) -> None:

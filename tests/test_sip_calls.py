@@ -142,6 +142,7 @@ async def test_call_cap_answers_486_and_recovers():
 async def test_media_timeout_ends_call():
     async with bot(media_timeout=2) as b:
         sink = await C.RtpSink.open()
+        sink.keep_line = False
         try:
             play = asyncio.create_task(sink.play(C.g711a_pcap_pcm()[: 8000 * 2]))  # 1 s, then RTP stops
             t0 = time.monotonic()

@@ -66,11 +66,13 @@ def test_silence_and_noise_give_empty_text(shared) -> None:
     assert shared.transcribe(b"").text == ""
 
 
-async def test_atranscribe_queues_behind_one_slot(shared, clip) -> None:
-    results = await asyncio.gather(*(shared.atranscribe(clip) for _ in range(3)))
+async def test_atranscribe_queues_beyond_the_decode_slots(shared, clip) -> None:
+    n = shared.max_concurrent
+    results = await asyncio.gather(*(shared.atranscribe(clip) for _ in range(n + 1)))
     assert all("horaires" in r.text.lower() or "ouverture" in r.text.lower() for r in results)
     waits = sorted(r.queue_ms for r in results)
-    assert waits[0] < 50 and waits[-1] > waits[0] + 0.5 * min(r.asr_ms for r in results)
+    assert waits[n - 1] < 50, "the first callers must start at once"
+    assert waits[n] > 0.5 * min(r.asr_ms for r in results), "the extra caller must wait for a slot"
 
 
 async def test_whisper_stt_service_in_pipeline(shared, clip) -> None:
@@ -113,3 +115,23 @@ async def test_whisper_stt_service_in_pipeline(shared, clip) -> None:
     assert "horaires" in t.text.lower() and t.language == "fr" and t.finalized
     assert isinstance(t.result, AsrResult) and t.result.asr_ms > 0
     assert prompts and results and results[0] is t.result
+
+
+async def test_whisper_stt_refuses_8k_pipeline(shared, clip) -> None:
+    from pipecat.frames.frames import (
+        ErrorFrame,
+        InputAudioRawFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.pipeline.worker import PipelineParams
+    from pipecat.tests.utils import run_test
+
+    from callbot.speech.asr import WhisperSTT
+
+    frames = [VADUserStartedSpeakingFrame(), InputAudioRawFrame(clip[:16000], 8000, 1), VADUserStoppedSpeakingFrame()]
+    _, up = await run_test(
+        WhisperSTT(shared), frames_to_send=frames,
+        pipeline_params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
+    )
+    assert any(isinstance(f, ErrorFrame) and "16000" in f.error for f in up)

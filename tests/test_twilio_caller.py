@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -35,7 +35,7 @@ ACCOUNT = "AC" + "ab" * 16
 TOKEN = "s3cr3t-token"
 EOS_SILENCE = 0.3  # fake bot's end-of-speech detector
 REPLY_DELAY = 0.2  # fake bot's "thinking" time
-TOL = 0.07
+TOL = 0.15  # timing tolerance: generous for loaded CI machines
 
 
 class FakeBot:
@@ -144,6 +144,9 @@ class FakeBot:
                     await play(A.tone(550, 3.0))  # long reply, the caller will barge in
                 elif digit == "2":
                     asyncio.create_task(goodbye(call_sid))
+                elif digit == "4":  # buggy hang-up: close without waiting for the audio to play
+                    await play(A.tone(440, 2.0))
+                    await ws.close()
                 elif digit == "3":  # transfer: close the stream, <Connect action> answers <Dial>
                     self.transfer_to = "+33199999999"
                     await ws.close()
@@ -205,14 +208,14 @@ async def test_full_call(servers, tmp_path):
     stream_s = report.ended_at - report.answered_at
     assert abs(len(media) * 0.02 - stream_s) < 0.1, (len(media), stream_s)
     # greeting: the bot answers at once
-    assert report.greeting_latency is not None and report.greeting_latency < 0.1
+    assert report.greeting_latency is not None and report.greeting_latency < TOL
     # voice-to-voice: end of caller speech -> bot EOS detector + thinking time
     expected = EOS_SILENCE + REPLY_DELAY
     v2v = report.voice_to_voice
-    assert len(v2v) == 2 and all(d is not None and abs(d - expected) < TOL + 0.03 for d in v2v), v2v
+    assert len(v2v) == 2 and all(d is not None and abs(d - expected) < TOL for d in v2v), v2v
     # DTMF delivered, in order, answered at once
     assert bot.digits == ["1", "2"] and [d for _, d in report.dtmf_sent] == ["1", "2"]
-    assert all(d is not None and d < 0.05 for d in report.dtmf_to_voice), report.dtmf_to_voice
+    assert all(d is not None and d < TOL for d in report.dtmf_to_voice), report.dtmf_to_voice
     # barge-in: one clear, the 3 s reply was cut short in what we heard
     assert report.clear_count == 1
     long_reply = [e - s for s, e in report.bot_speech if s >= report.turns[1].end - 0.01][0]
@@ -257,6 +260,15 @@ async def test_transfer_through_connect_action(servers):
     assert report.completed and report.ended_by == "transfer" and report.server_hung_up
     assert report.transferred_to == "+33199999999" and bot.after_signature_ok == [True]
     assert "transferred to +33199999999" in report.timeline()
+
+
+async def test_server_closing_before_its_audio_played(servers):
+    bot, rest, url = servers
+    report = await place_call(url, token=TOKEN, audio=[Press("4"), Say(FIXTURES / "horaires.wav")], timeout=5)
+    assert report.completed and report.ended_by == "server-ws" and report.after_twiml
+    assert 2.8 < report.audio_cut_s <= 3.0  # the 1 s greeting + 2 s tone were never heard
+    assert report.steps_skipped == 1 and report.turns[-1].label.endswith("(cut off)")
+    assert "never played" in report.timeline()
 
 
 async def test_wrong_token_is_rejected(servers):
@@ -342,7 +354,6 @@ async def test_fake_rest_checks_basic_auth():
         assert [q.auth_ok for q in rest.requests_for("CA1")] == [False, True]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="pico2wave")
 def test_fixtures_are_telephone_wavs():
     names = {p.stem for p in FIXTURES.glob("*.wav")}
     assert {"horaires", "agent", "lampadaire", "adresse", "description", "oui", "au_revoir", "urgence"} <= names
@@ -352,3 +363,10 @@ def test_fixtures_are_telephone_wavs():
         with wave.open(str(p)) as w:
             assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
         assert p.stat().st_size < 100_000 and A.speech_bounds(A.read_wav(p))
+
+
+@pytest.mark.skipif(not (shutil.which("pico2wave") or shutil.which("espeak-ng")), reason="no offline TTS")
+def test_say_text_is_synthesised_at_8k():
+    pcm = Say("Bonjour, je voudrais les horaires.").pcm()
+    first, last = A.speech_bounds(pcm)
+    assert 1.0 < (last - first) * A.FRAME_S < 4.0

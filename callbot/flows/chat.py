@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from callbot.events import Emergency, IntentMatched, NoInput, SlotFilled, TicketCreated, TransferRequested
+from callbot.events import (Emergency, IntentMatched, NoInput, SlotFilled, SurveyAnswered, TicketCreated,
+                            TransferRequested)
 from callbot.flows.loader import FlowLoadError, load_flow
 from callbot.flows.types import CallContext, Turn
 
@@ -30,6 +31,8 @@ def describe(turn: Turn, session) -> list[str]:
             lines.append(f"  [ticket {e.kind} {e.fields}]")
         elif isinstance(e, TransferRequested):
             lines.append(f"  [transfert -> {e.target} ({e.reason})]")
+        elif isinstance(e, SurveyAnswered):
+            lines.append(f"  [enquête : {e.score}/5]")
         elif isinstance(e, Emergency):
             lines.append(f"  [URGENCE -> {e.number}]")
     for p in turn.say:

@@ -159,7 +159,33 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
 
     if not problems:
         problems += _unreachable(spec, at)
+        problems += _silent_loops(spec, at)
     return problems
+
+
+def _silent_loops(spec: FlowSpec, at) -> list[str]:
+    """A cycle of say/goto/condition/ticket nodes would spin forever without hearing the caller."""
+    silent = {n for n, node in spec.nodes.items() if isinstance(node, (SayNode, GotoNode, ConditionNode, TicketNode))}
+    state: dict[str, int] = {}
+    found: list[str] = []
+
+    def visit(nid: str, path: list[str]) -> None:
+        state[nid] = 1
+        for _, t in targets(spec.nodes[nid]):
+            if t not in silent:
+                continue
+            if state.get(t) == 1:
+                cycle = path[path.index(t):] + [t] if t in path else [nid, t]
+                found.append(f"{at('nodes', t)}: nodes {' -> '.join(cycle)} loop without ever listening; "
+                             "route one of them to an ask, menu or collect node")
+            elif t not in state:
+                visit(t, path + [t])
+        state[nid] = 2
+
+    for nid in sorted(silent):
+        if nid not in state:
+            visit(nid, [nid])
+    return found
 
 
 def _check_menu(node: MenuNode, nid: str, at, need_intent) -> list[str]:

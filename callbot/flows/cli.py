@@ -1,4 +1,4 @@
-"""Flow-author commands: ``flows check|test|schema|reload``, ``chat``, ``eval-intents``.
+"""Flow-author commands: ``flows check|test|schema``, ``chat``, ``eval-intents``.
 
 Registered into the main ``callbot`` parser by ``add_subcommands``; every
 handler is ``func(args) -> int`` (the exit code). They only read files and the
@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -41,10 +39,6 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = fsub.add_parser("schema", help="print the flow JSON Schema")
     p.add_argument("--write", type=Path, default=None, help="write it to this file instead")
     p.set_defaults(func=cmd_schema)
-
-    p = fsub.add_parser("reload", help="ask the running server to reload its flow (SIGHUP)")
-    p.add_argument("--pid-file", type=Path, default=None, help="default: <data_dir>/callbot.pid")
-    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("chat", help="talk to a flow in the terminal")
     p.add_argument("--flow", type=Path, default=DEFAULT_FLOW)
@@ -111,22 +105,6 @@ def cmd_schema(args) -> int:
         args.write.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
-    return 0
-
-
-def cmd_reload(args) -> int:
-    pid_file = args.pid_file
-    if pid_file is None:
-        from callbot.config import Settings
-
-        pid_file = Settings.load(getattr(args, "config", None)).data_dir / "callbot.pid"
-    try:
-        pid = int(Path(pid_file).read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as e:
-        print(f"cannot signal the server via {pid_file}: {e}; is 'callbot serve' running?")
-        return 1
-    print(f"sent SIGHUP to {pid}")
     return 0
 
 

@@ -162,6 +162,9 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     if node.any_intent:
         allowed |= flow.goto_intents
     m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
+    if m.intent and m.ambiguous and not st.clarify and _clarify(session, m, out):
+        events.append(IntentMatched(intent=None, confidence=m.confidence, text=text, node=st.node))
+        return session.stay(out, events)
     if m.intent:
         events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))
         st.failures = 0
@@ -172,14 +175,23 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     # unsure between two close candidates: ask which, once
     thr = flow.settings.intent_threshold
     if (not st.clarify and len(m.ranking) >= 2 and m.ranking[0][1] >= thr * 0.6
-            and m.ranking[1][1] >= m.ranking[0][1] * 0.75):
-        a, b = m.ranking[0][0], m.ranking[1][0]
-        la, lb = flow.intents[a].label, flow.intents[b].label
-        if la and lb:
-            st.clarify = (a, b)
-            session.say(out, flow.spec.messages.clarify_choice, {"a": la, "b": lb})
-            return session.stay(out, events)
+            and m.ranking[1][1] >= m.ranking[0][1] * 0.75 and _clarify(session, m, out)):
+        return session.stay(out, events)
     return fail(session, "no_match", out, events, text=text)
+
+
+def _clarify(session, m, out: list) -> bool:
+    """Ask "X, or Y?" between the two best intents, when both are real requests with a spoken label."""
+    flow = session.flow
+    a, b = m.ranking[0][0], m.ranking[1][0]
+    if a in flow.globals or b in flow.globals:
+        return False
+    la, lb = flow.intents[a].label, flow.intents[b].label
+    if not (la and lb):
+        return False
+    session.s.clarify = (a, b)
+    session.say(out, flow.spec.messages.clarify_choice, {"a": la, "b": lb})
+    return True
 
 
 def _route(session, node: AskNode, intent: str, out: list, events: list) -> Turn:

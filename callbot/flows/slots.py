@@ -54,7 +54,7 @@ def parse_yes_no(text: str, now: datetime | None = None) -> Parsed | None:
 
 
 def digits_of(text: str) -> str:
-    t = words_to_digits(fold(text.replace("+", " plus ")))
+    t = words_to_digits(fold(text.replace("+", " plus "), keep_hyphens=True))
     t = re.sub(r"\bplus (33|trente trois)\b", "+33", t)
     return "".join(re.findall(r"\+33|\d", t))
 
@@ -157,17 +157,26 @@ STREET = ("rue", "avenue", "av", "boulevard", "bd", "place", "chemin", "impasse"
           "sentier", "voie", "hameau", "lieu dit", "cite", "parc", "pont", "esplanade", "promenade")
 
 
+_NUMBER_WORDS = {"un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze", "douze",
+                 "treize", "quatorze", "quinze", "seize", "vingt", "trente", "quarante", "cinquante", "soixante"}
+
+
 def _clean(text: str) -> str:
     """Drop the lead-in words of an answer ("euh c'est au …") but keep the caller's spelling."""
     text = text.strip().strip(".!?,;")
     folded = fold(text)
     m = _LEAD_IN.match(folded + " ")
-    if not m:
+    n_words = len(m.group().split()) if m else 0
+    rest = folded.split()[n_words:]
+    if len(rest) > 1 and rest[0] in ("au", "a") and (rest[1].isdigit() or rest[1] in _NUMBER_WORDS):
+        n_words += 1  # "au 12 rue …", "au douze rue …": the number starts the address
+    if n_words == 0:
         return text
-    n_words = len(m.group().split())
-    words = re.split(r"[\s']+", text)
-    # map folded words back onto the original words (apostrophes split in both)
-    return " ".join(words[n_words:]).strip(" ,") or text
+    # cut the original text at its n-th word (apostrophes split words in both spellings)
+    starts = [m.start() for m in re.finditer(r"[^\s',]+", text)]
+    if n_words >= len(starts):
+        return text
+    return text[starts[n_words]:].strip(" ,") or text
 
 
 def parse_address(text: str, now: datetime | None = None) -> Parsed | None:

@@ -78,14 +78,14 @@ def phone_words(digits: str) -> str:
     return ", ".join(spoken)
 
 
-def fold(text: str) -> str:
+def fold(text: str, keep_hyphens: bool = False) -> str:
     """Lower-case, strip accents, turn punctuation and apostrophes into spaces."""
     text = unicodedata.normalize("NFKD", text.lower())
     text = "".join(c for c in text if not unicodedata.combining(c))
     text = text.replace("œ", "oe").replace("æ", "ae")
     text = re.sub(r"[’'`´]", " ", text)
     text = re.sub(r"(?<=\d)[,.](?=\d)", "", text) if re.search(r"\d[.,]\d{3}\b", text) else text
-    text = re.sub(r"[^a-z0-9+]+", " ", text)
+    text = re.sub(r"[^a-z0-9+-]+" if keep_hyphens else r"[^a-z0-9+]+", " ", text)
     return text.strip()
 
 
@@ -123,7 +123,7 @@ def words_to_digits(text: str) -> str:
     number must start (a unit after a unit, a ten after a unit, "zero"), which is
     how people dictate phone numbers in pairs.
     """
-    tokens = text.replace("-", " ").split()
+    tokens = text.split()
     out: list[str] = []
     run: list[str] = []
 
@@ -133,6 +133,14 @@ def words_to_digits(text: str) -> str:
             run.clear()
 
     for i, tok in enumerate(tokens):
+        parts = tok.strip("-").split("-")
+        if len(parts) > 1:  # "quatre-vingt-dix-sept" is one number, whatever comes around it
+            flush()
+            if all(p in _WORD_VALUES or p in _JOINERS for p in parts):
+                out.append(str(_group_value([p for p in parts if p not in _JOINERS])))
+            else:
+                out.extend(parts)
+            continue
         if tok in _JOINERS and run and i + 1 < len(tokens) and tokens[i + 1] in ("un", "une", "onze"):
             continue
         if tok == "o" and not run and not (i + 1 < len(tokens) and tokens[i + 1] in _WORD_VALUES):

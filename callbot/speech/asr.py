@@ -11,8 +11,9 @@ seconds of silence (CTranslate2 accepts a shorter mel input) and decodes with a
 token cap and no-repeat n-grams so short windows cannot loop. ``scripts/bench-asr``
 compares both modes; ``window="full"`` keeps the stock path.
 
-Guard rails: decodes are admitted through a small semaphore (a decode already
-uses both cores; more in parallel only adds latency), and outputs that look like
+Guard rails: decodes are admitted through a small semaphore (``asr_max_concurrent``
+slots of ``asr_threads`` CPU threads each; on 2 cores, 2 slots x 1 thread gave the
+same single-call latency as 1 x 2 and twice the throughput), and outputs that look like
 hallucinations (repetitive, very low confidence, or silence) become empty text
 with ``AsrResult.rejected`` saying why, so the flow can ask the caller to repeat.
 """
@@ -107,10 +108,10 @@ class SharedWhisper:
 
         self.language: str = getattr(settings, "asr_language", "fr") or "fr"
         self.beam_size: int = int(getattr(settings, "asr_beam_size", 1))
-        self.threads: int = int(getattr(settings, "asr_threads", 2))
+        self.threads: int = int(getattr(settings, "asr_threads", 1))
         self.window: Window = window or getattr(settings, "asr_window", "short")
         self.padding_s: float = float(padding_s if padding_s is not None else getattr(settings, "asr_window_padding_s", 6.0))
-        self.max_concurrent: int = int(max_concurrent or getattr(settings, "asr_max_concurrent", 1))
+        self.max_concurrent: int = int(max_concurrent or getattr(settings, "asr_max_concurrent", 2))
         self.model_dir = model_dir or whisper_model_dir(settings, progress)
         t0 = time.monotonic()
         try:
@@ -286,7 +287,6 @@ class WhisperSTT(SegmentedSTTService):
         vocabulary: Callable[[], str | None] | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("sample_rate", PIPELINE_IN_RATE)
         super().__init__(settings=STTSettings(model=str(shared.model_dir), language=shared.language), **kwargs)
         self._shared = shared
         self._vocabulary = vocabulary

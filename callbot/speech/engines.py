@@ -103,12 +103,6 @@ class PiperEngineVoice(Voice):
     def _synthesize(self, text: str) -> bytes:
         return b"".join(c.audio_int16_bytes for c in self._voice.synthesize(text, syn_config=self._syn))
 
-    def synthesize_sentences(self, text: str):
-        """Yield PCM per sentence (Piper splits sentences itself)."""
-        with self._lock:
-            for chunk in self._voice.synthesize(text, syn_config=self._syn):
-                yield chunk.audio_int16_bytes
-
 
 # --------------------------------------------------------------------------- Pico
 PICO_RATE = 16_000

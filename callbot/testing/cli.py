@@ -114,7 +114,13 @@ async def _run(args: argparse.Namespace) -> int:
         data = [r.to_dict() for r in reports]
         print(json.dumps(data[0] if args.calls == 1 else data, indent=2, ensure_ascii=False))
     else:
-        print("\n\n".join(r.timeline() for r in reports) if args.calls <= 3 else "")
+        if args.calls <= 3:
+            print("\n\n".join(r.timeline() for r in reports))
+        else:
+            for r in reports:
+                v2v = ", ".join("-" if d is None else f"{d:.2f}" for d in r.voice_to_voice + r.dtmf_to_voice)
+                state = "ok" if r.completed else "FAILED: " + "; ".join(r.errors or [r.ended_by])
+                print(f"{r.call_sid}  greeting {r.greeting_latency}  replies [{v2v}]  {state}")
         if args.calls > 1:
             print(summarize(list(reports)))
     return 0 if all(r.completed for r in reports) else 1

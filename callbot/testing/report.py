@@ -6,9 +6,12 @@ All times are seconds since the call was placed (the webhook POST), rounded to m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from callbot.testing import audio as A
 
 
 @dataclass
@@ -46,8 +49,7 @@ class CallReport:
     turns: list[Turn] = field(default_factory=list)
     dtmf_sent: list[tuple[float, str]] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
-    marks_received: int = 0
-    marks_echoed: int = 0
+    marks: list[list[Any]] = field(default_factory=list)  # [received at, echoed at | None, name]
     media_received: int = 0
     bot_speech: list[tuple[float, float]] = field(default_factory=list)
     ended_at: float | None = None
@@ -81,6 +83,14 @@ class CallReport:
     @property
     def dtmf_to_voice(self) -> list[float | None]:
         return [t.delay for t in self.turns if t.kind == "press"]
+
+    @property
+    def marks_received(self) -> int:
+        return len(self.marks)
+
+    @property
+    def marks_echoed(self) -> int:
+        return sum(m[1] is not None for m in self.marks)
 
     @property
     def clear_count(self) -> int:
@@ -130,6 +140,8 @@ class CallReport:
             voice_to_voice=self.voice_to_voice,
             dtmf_to_voice=self.dtmf_to_voice,
             clear_count=self.clear_count,
+            marks_received=self.marks_received,
+            marks_echoed=self.marks_echoed,
             server_hung_up=self.server_hung_up,
             completed=self.completed,
         )
@@ -154,12 +166,15 @@ class CallReport:
             ev.append((t.start, 2, f"CALLER {verb} {t.label} {t.start:.2f}-{t.end:.2f} -> {reply}"))
         for c in self.clears:
             ev.append((c, 4, "bot sent clear (barge-in)"))
+        for got, echoed, name in self.marks:
+            played = f"echoed at {echoed:.2f} (once played)" if echoed is not None else "never echoed"
+            ev.append((got, 4, f"bot mark {name!r}, {played}"))
         if self.rest_hangup_at is not None:
             ev.append((self.rest_hangup_at, 5, "REST hang-up (Status=completed)"))
         if self.transferred_to:
             ev.append((self.ended_at or 0.0, 7, f"transferred to {self.transferred_to}"))
         if self.ended_at is not None:
-            cut = f", {self.audio_cut_s:.2f} s of bot audio never played" if self.audio_cut_s > 0.02 else ""
+            cut = f", {self.audio_cut_s:.2f} s of bot audio never played" if self.audio_cut_s >= 0.1 else ""
             ev.append((self.ended_at, 6, f"call ended by {self.ended_by}{cut}"))
         lines = [f"call {self.call_sid}"]
         lines += [f"  {t:7.3f}  {text}" for t, _, text in sorted(ev)]
@@ -207,3 +222,27 @@ def summarize(reports: list[CallReport]) -> str:
     errors = [e for r in reports for e in r.errors]
     lines += [f"  ERROR ({errors.count(e)}x): {e}" for e in dict.fromkeys(errors)]
     return "\n".join(lines)
+
+
+def analyse(report: CallReport, heard: A.HeardAudio, offset: float, record_path: str | Path | None) -> None:
+    """Fill the report from what the caller heard; ``offset``: call time of the stream start."""
+    if report.answered_at is None:
+        return
+    call_t = lambda t: round(t + offset, 3)  # noqa: E731
+    report.bot_speech = [(call_t(heard.onset_after(s) or s), call_t(e)) for s, e in A.segments(heard.active())]
+    onset = heard.onset_after(0.0)
+    report.greeting_at = call_t(onset) if onset is not None else None
+    for turn in report.turns:
+        if not turn.end:  # the call ended while the caller was still talking
+            turn.label += " (cut off)"
+            continue
+        onset = heard.onset_after(turn.end - offset)
+        turn.bot_onset = call_t(onset) if onset is not None else None
+    pcm = heard.pcm()
+    ended = report.ended_at - offset if report.ended_at is not None else len(pcm) / A.RATE
+    n = max(len(pcm), int(round(ended * A.RATE)))  # pad: the line stayed open, silent
+    report.bot_audio = np.concatenate([pcm, np.zeros(n - len(pcm), dtype=np.int16)])
+    report.recorded_s = round(n / A.RATE, 3)
+    if record_path:
+        A.write_wav(record_path, report.bot_audio)
+        report.record_path = str(record_path)

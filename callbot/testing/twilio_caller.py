@@ -1,12 +1,10 @@
 """The project's own Twilio test caller: plays the part of Twilio + a phone.
 
-It POSTs the voice webhook (signed when given the auth token), reads the TwiML
-``<Connect><Stream>``, opens the Media Streams websocket and speaks the real
-protocol: ``connected``, ``start``, a ``media`` frame (160 bytes µ-law) every
-20 ms in real time (silence between steps, like a phone line), ``dtmf``, ``mark``
-echoes once the bot audio before them has *played*, and ``stop``. Bot audio is
-played out at real-time rate like Twilio does (``clear`` drops what is queued),
-recorded on the call timeline, and measured (see :class:`CallReport`).
+It POSTs the (signed) voice webhook, opens the TwiML ``<Connect><Stream>`` websocket
+and speaks the real Media Streams protocol: ``connected``, ``start``, one 20 ms µ-law
+``media`` frame every 20 ms in real time (silence between steps), ``dtmf``, ``mark``
+echoed once the bot audio before it has *played*, ``stop``. Bot audio is played out
+in real time like Twilio (``clear`` drops the queue), recorded and measured.
 
     report = await place_call("http://127.0.0.1:8080", audio=[
         WaitForBot(), Say("tests/fixtures/audio/horaires.wav"), WaitForBot(), Hangup()])
@@ -34,7 +32,7 @@ from twilio.request_validator import RequestValidator
 
 from callbot.testing import audio as A
 from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.report import CallReport, Turn
+from callbot.testing.report import CallReport, Turn, analyse
 from callbot.testing.steps import Hangup, Press, Say, Step, Wait, WaitForBot
 from callbot.testing.twiml import dial_target, local_url, new_sid, parse_twiml, public_url
 
@@ -69,9 +67,6 @@ class _Call:
 
     def call_t(self, stream_t: float) -> float:
         return round(stream_t + self.st0 - self.t0, 3)
-
-    def stream_t(self, call_t: float) -> float:
-        return call_t - (self.st0 - self.t0)
 
     async def send(self, event: str, **body: Any) -> None:
         if self.ws is None or self.ws.closed:
@@ -173,8 +168,7 @@ class _Call:
             if callback:
                 callback(self.now())
             for name in self.heard.due_marks(self.now()):
-                self.r.marks_echoed += 1
-                await self.send("mark", mark={"name": name})
+                await self.echo_mark(name)
 
     async def receive(self) -> None:
         assert self.ws is not None
@@ -217,13 +211,20 @@ class _Call:
         elif event == "clear":
             r.clears.append(self.call_t(now))
             for name in self.heard.clear(now):
-                r.marks_echoed += 1
-                await self.send("mark", mark={"name": name})
+                await self.echo_mark(name)
         elif event == "mark":
-            r.marks_received += 1
-            self.heard.mark(str((msg.get("mark") or {}).get("name", "")), now)
+            name = str((msg.get("mark") or {}).get("name", ""))
+            r.marks.append([self.call_t(now), None, name])
+            self.heard.mark(name, now)
         else:
             r.protocol_errors.append(f"unexpected event {event!r} from the server")
+
+    async def echo_mark(self, name: str) -> None:
+        """Like Twilio: echo a mark once the audio sent before it has played."""
+        pending = next((m for m in self.r.marks if m[1] is None and m[2] == name), None)
+        if pending:
+            pending[1] = self.call_t(self.now())
+        await self.send("mark", mark={"name": name})
 
     def finish(self, by: str) -> None:
         if self.ended.is_set():
@@ -314,26 +315,6 @@ class _Call:
                 return
             await asyncio.sleep(A.FRAME_S)
 
-    # ----------------------------------------------------------- results
-    def analyse(self, record_path: str | Path | None) -> None:
-        r, heard = self.r, self.heard
-        if r.answered_at is None:
-            return
-        r.bot_speech = [(self.call_t(heard.onset_after(s) or s), self.call_t(e)) for s, e in A.segments(heard.active())]
-        onset = heard.onset_after(0.0)
-        r.greeting_at = self.call_t(onset) if onset is not None else None
-        for turn in r.turns:
-            onset = heard.onset_after(self.stream_t(turn.end))
-            turn.bot_onset = self.call_t(onset) if onset is not None else None
-        pcm = heard.pcm()
-        ended = self.stream_t(r.ended_at) if r.ended_at is not None else len(pcm) / A.RATE
-        n = max(len(pcm), int(round(ended * A.RATE)))  # pad: the line stayed open, silent
-        r.bot_audio = np.concatenate([pcm, np.zeros(n - len(pcm), dtype=np.int16)])
-        r.recorded_s = round(n / A.RATE, 3)
-        if record_path:
-            A.write_wav(record_path, r.bot_audio)
-            r.record_path = str(record_path)
-
 
 async def place_call(
     base_url: str,
@@ -415,12 +396,11 @@ async def place_call(
         unsubscribe()
     if rest and report.rest_hangup_at is None and rest.hung_up(report.call_sid).is_set():
         report.rest_hangup_at = report.ended_at  # hung up by REST after the websocket closed
-    call.analyse(record_path)
+    analyse(report, call.heard, call.st0 - call.t0, record_path)
     return report
 
 
 __all__ = ["place_call", "CallReport", "Turn", "Say", "Press", "Wait", "WaitForBot", "Hangup", "Step"]
-
 if __name__ == "__main__":
     from callbot.testing.cli import main
 

@@ -24,6 +24,7 @@ TOKEN = "e2e-secret-token"
 class BotServer:
     url: str
     rest_port: int
+    sip_port: int
     proc: subprocess.Popen
     log_path: Path
 
@@ -32,10 +33,11 @@ class BotServer:
 
 
 def start_bot(tmp: Path, redis_url: str, **env_overrides: str) -> BotServer:
-    port, rest_port = free_port(), free_port()
+    port, rest_port, sip_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update({
         "CALLBOT_HTTP_PORT": str(port),
+        "CALLBOT_SIP_PORT": str(sip_port),
         "CALLBOT_DATA_DIR": str(tmp / "data"),
         "CALLBOT_REDIS_URL": redis_url,
         "CALLBOT_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -55,7 +57,7 @@ def start_bot(tmp: Path, redis_url: str, **env_overrides: str) -> BotServer:
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
                 if r.status == 200:
-                    return BotServer(url, rest_port, proc, log_path)
+                    return BotServer(url, rest_port, sip_port, proc, log_path)
         except OSError:
             time.sleep(0.3)
     proc.kill()

@@ -169,6 +169,8 @@ class RtpSink(asyncio.DatagramProtocol):
     RTP: baresip latches onto the source of the RTP it receives).
     """
 
+    keep_line = True  # send silence between steps, like a phone; False = RTP stops (media-timeout tests)
+
     def __init__(self, voice_rms: float = 300.0) -> None:
         self.streams: dict[int, RtpStream] = defaultdict(RtpStream)
         self.transport: asyncio.DatagramTransport | None = None
@@ -223,9 +225,24 @@ class RtpSink(asyncio.DatagramProtocol):
     async def wait_peer(self, timeout: float = 5.0) -> bool:
         try:
             await asyncio.wait_for(self._peer_seen.wait(), timeout)
-            return True
         except TimeoutError:
             return False
+        if getattr(self, "_line_task", None) is None:
+            self._line_task = asyncio.create_task(self._line_silence())
+        return True
+
+    async def _line_silence(self) -> None:
+        """Like a real phone: a continuous RTP stream, silence whenever nothing else is sent."""
+        t_next = time.monotonic()
+        while True:
+            t_next += 0.02
+            await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+            if self._send_lock.locked() or not self.keep_line:
+                t_next = time.monotonic()
+                continue
+            silence = (b"\xff" if self.peer_pt == 0 else b"\xd5") * 160
+            self._rtp(self.peer_pt, silence)
+            self._ts += 160
 
     def _rtp(self, pt: int, payload: bytes, *, marker: bool = False, ts: int | None = None) -> None:
         hdr = struct.pack(">BBHII", 0x80, (0x80 if marker else 0) | pt, self._seq & 0xFFFF,
@@ -263,6 +280,10 @@ class RtpSink(asyncio.DatagramProtocol):
             self._ts += steps * 160
 
     def close(self) -> None:
+        task = getattr(self, "_line_task", None)
+        if task is not None:
+            task.cancel()
+            self._line_task = None
         if self.transport:
             self.transport.close()
 
@@ -541,3 +562,210 @@ def timeline(sent: tuple[bytes, int], received: tuple[bytes, int], *, establishe
                       "voice_to_voice_s": round(nxt - end, 3) if nxt is not None else None})
     return {"first_audio_s": (r_segs[0][0] + established_offset) if r_segs else None,
             "caller_segments": s_segs, "bot_segments": r_segs, "turns": turns}
+
+
+# ----------------------------------------------------------------------------- scripted call (scripts/call-sip)
+
+def _scenario_with_info(info: list[tuple[float, str]], duration: float) -> str:
+    """uac.xml with its INFO/BYE part replaced: INFO digits at given seconds after the
+    answer, BYE at ``duration`` s (sipp pauses are fixed when the scenario is written)."""
+    base = (SCENARIOS / "uac.xml").read_text()
+    head = base[: base.index('  <pause milliseconds="3500"/>')]
+    info_tpl = base[base.index("  <send retrans=\"500\">\n    <![CDATA[\n\n      INFO"): base.index('  <pause milliseconds="1500"/>')]
+    bye = base[base.index('  <pause milliseconds="1500"/>'):].replace('  <pause milliseconds="1500"/>\n', "")
+    body, t, cseq = "", 0.3, 2  # ~0.3 s already spent around the re-INVITE
+    for at, digit in sorted(info):
+        if at > t:
+            body += f'  <pause milliseconds="{int((at - t) * 1000)}"/>\n'
+            t = at
+        body += info_tpl.replace("[info_digit]", digit).replace("CSeq: 2 INFO", f"CSeq: {cseq} INFO")
+        cseq += 1
+    if duration > t:
+        body += f'  <pause milliseconds="{int((duration - t) * 1000)}"/>\n'
+    return head + body + bye.replace("CSeq: 3 BYE", f"CSeq: {cseq} BYE")
+
+
+def _first_sent_monotonic(messages: str, wall_offset: float) -> float | None:
+    """Monotonic time of the first message sipp sent (its trace stamps wall-clock time)."""
+    import datetime as _dt
+
+    lines = messages.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("-----") and "message sent" in lines[i + 1]:
+            stamp = line.strip("- ").strip()
+            try:
+                wall = _dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            except ValueError:
+                return None
+            return wall - wall_offset
+    return None
+
+
+@dataclass
+class Step:
+    kind: str  # say | wav | press | wait
+    value: str = ""
+
+
+async def scripted_call(target: str, steps: list[Step], *, codec: str = "PCMA", transport: str = "udp",
+                        info: list[tuple[float, str]] | None = None, duration: float | None = None,
+                        record: str | Path | None = None, workdir: str | Path | None = None,
+                        log=print) -> dict:
+    """Call the bot: sipp does the signalling (and INFO digits), an ``RtpSink`` plays the
+    steps and records the bot. Returns a timeline (seconds after the 200 OK's first RTP)."""
+    wd = Path(workdir or os.environ.get("TMPDIR", "/tmp")) / f"call-sip-{os.getpid()}"
+    wd.mkdir(parents=True, exist_ok=True)
+    sink = await RtpSink.open()
+    audio: list[tuple[Step, bytes]] = []
+    for i, st in enumerate(steps):
+        if st.kind == "say":
+            audio.append((st, read_wav(french_wav(st.value, wd / f"say{i}.wav", tail_silence=0.0))[0]))
+        elif st.kind == "wav":
+            pcm, rate = read_wav(st.value)
+            if rate != 8000:
+                pcm, _ = audioop.ratecv(pcm, 2, 1, rate, 8000, None)
+            audio.append((st, pcm))
+        else:
+            audio.append((st, b""))
+    est = sum(len(p) / 16000 + 4.0 for _, p in audio) + 4.0
+    duration = duration or est
+    scen = wd / "scenario.xml"
+    scen.write_text(_scenario_with_info(info or [], duration))
+    events: list[dict] = []
+    turns: list[dict] = []
+    t_invite = time.monotonic()
+    wall_offset = time.time() - time.monotonic()
+
+    def bot_voice_since(t: float) -> float | None:
+        st = sink.bot_stream()
+        if st is None or not st.first_at:
+            return None
+        pcm = bytes(st.pcm)
+        start = max(0, int((t - st.first_at) * 8000)) * 2
+        for s, _ in segments(pcm[start:], 8000, min_len_ms=40):
+            return t + s
+        return None
+
+    async def bot_replied_and_quiet(since: float | None, quiet: float = 1.2, limit: float = 15.0) -> None:
+        """Wait for the bot to answer the previous caller turn (if any), then to be quiet."""
+        t0 = time.monotonic()
+        while since is not None and bot_voice_since(since) is None and time.monotonic() - t0 < limit:
+            await asyncio.sleep(0.05)
+        while time.monotonic() - t0 < limit:
+            st = sink.bot_stream()
+            if st and st.pcm:
+                tail = bytes(st.pcm[-int(quiet * 8000) * 2:])
+                if len(tail) >= int(quiet * 8000) * 2 and not segments(tail, 8000, min_len_ms=40):
+                    return
+            await asyncio.sleep(0.05)
+
+    async def media() -> None:
+        if not await sink.wait_peer(10):
+            return
+        t_ans = sink.bot_stream().first_at
+        events.append({"t": 0.0, "what": "answer (first RTP from the bot)"})
+        last_end = None
+        for st, pcm in audio:
+            if st.kind in ("say", "wav", "press"):
+                await bot_replied_and_quiet(last_end)
+            if st.kind in ("say", "wav"):
+                t0 = time.monotonic()
+                await sink.play(pcm)
+                t_end = time.monotonic()
+                events.append({"t": round(t0 - t_ans, 3), "what": f"caller says {st.value!r} ({len(pcm) / 16000:.1f} s)"})
+                turns.append({"kind": st.kind, "value": st.value, "caller_end": t_end})
+                last_end = t_end
+            elif st.kind == "press":
+                t0 = time.monotonic()
+                await sink.send_digit(st.value)
+                events.append({"t": round(t0 - t_ans, 3), "what": f"caller presses {st.value} (RFC 4733)"})
+                last_end = time.monotonic()
+                turns.append({"kind": "press", "value": st.value, "caller_end": last_end})
+            elif st.kind == "wait":
+                await asyncio.sleep(float(st.value))
+
+    task = asyncio.create_task(media())
+    res = await run_sipp(scen, target, keys=sipp_keys(sink.port, codec=codec),
+                         transport={"udp": "u1", "tcp": "t1"}[transport], timeout=duration + 20)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    sink.close()
+    st = sink.bot_stream()
+    out: dict = {"sipp_rc": res.returncode, "sipp_errors": res.errors[-800:] if res.returncode else "",
+                 "codec": codec, "transport": transport, "events": events}
+    if st is None:
+        out["error"] = "no RTP from the bot"
+        return out
+    t_ans = st.first_at
+    t_invite = _first_sent_monotonic(res.messages, wall_offset) or t_invite
+    out["answer_s"] = round(t_ans - t_invite, 3)  # INVITE on the wire -> first RTP from the bot
+    out["first_greeting_audio_s"] = round(st.first_voice_at - t_ans, 3) if st.first_voice_at else None
+    out["invite_to_greeting_s"] = round(st.first_voice_at - t_invite, 3) if st.first_voice_at else None
+    for tr in turns:
+        onset = bot_voice_since(tr["caller_end"])
+        tr["voice_to_voice_s"] = round(onset - tr["caller_end"], 3) if onset else None
+        tr["caller_end"] = round(tr["caller_end"] - t_ans, 3)
+    for at, digit in info or []:
+        events.append({"t": at, "what": f"caller sends INFO {digit} (scheduled)"})
+    out["turns"] = turns
+    out["bot_segments"] = segments(bytes(st.pcm), 8000)
+    out["bot_audio"] = pcm_stats(bytes(st.pcm))
+    if record:
+        write_wav(record, bytes(st.pcm))
+        out["recording"] = str(record)
+    out["events"] = sorted(events, key=lambda e: e["t"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import logging
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="call-sip",
+        description="Place a test call to callbot over SIP (sipp signalling + an RTP peer) and print a timeline.")
+    ap.add_argument("--target", default="127.0.0.1:5060", help="bot host:port (loopback)")
+    ap.add_argument("--say", action="append", default=[], dest="steps", type=lambda v: Step("say", v),
+                    help="French sentence (pico2wave fr-FR), said once the bot is quiet")
+    ap.add_argument("--wav", action="append", dest="steps", type=lambda v: Step("wav", v), help="WAV file to play")
+    ap.add_argument("--press", action="append", dest="steps", type=lambda v: Step("press", v),
+                    help="keypad digit as RFC 4733 telephone-event")
+    ap.add_argument("--wait", action="append", dest="steps", type=lambda v: Step("wait", v), help="seconds")
+    ap.add_argument("--info", action="append", default=[], metavar="DIGIT@SECS",
+                    help="SIP INFO digit sent SECS after the answer, e.g. 5@3")
+    ap.add_argument("--codec", default="PCMA", choices=["PCMA", "PCMU"])
+    ap.add_argument("--transport", default="udp", choices=["udp", "tcp"])
+    ap.add_argument("--duration", type=float, help="hang up after this many seconds (default: from the steps)")
+    ap.add_argument("--record", help="write the bot's audio (8 kHz WAV) here")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    host = args.target.rsplit(":", 1)[0]
+    if host not in ("127.0.0.1", "localhost"):
+        ap.error("loopback targets only")
+    info = []
+    for spec in args.info:
+        digit, _, at = spec.partition("@")
+        info.append((float(at or 2.0), digit))
+    logging.basicConfig(level=logging.WARNING)
+    out = asyncio.run(scripted_call(args.target.replace("localhost", "127.0.0.1"), args.steps, codec=args.codec,
+                                    transport=args.transport, info=info, duration=args.duration,
+                                    record=args.record))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"answer (INVITE -> first RTP): {out.get('answer_s')} s   "
+              f"INVITE -> greeting audio: {out.get('invite_to_greeting_s')} s   "
+              f"answer -> greeting audio: {out.get('first_greeting_audio_s')} s")
+        for e in out.get("events", []):
+            print(f"  {e['t']:7.3f}  {e['what']}")
+        for i, tr in enumerate(out.get("turns", []), 1):
+            print(f"  turn {i}: {tr['kind']} {tr['value']!r}: voice-to-voice {tr['voice_to_voice_s']} s")
+        print(f"  bot speech segments (s after answer): {out.get('bot_segments')}")
+        if out.get("sipp_rc"):
+            print(f"sipp failed ({out['sipp_rc']}): {out.get('sipp_errors')}", file=sys.stderr)
+    return 0 if out.get("sipp_rc") == 0 and out.get("first_greeting_audio_s") is not None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,7 +22,6 @@ import collections
 import ipaddress
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 

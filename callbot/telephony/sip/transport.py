@@ -7,8 +7,9 @@ keypad digits (RFC 4733 and SIP INFO) become ``InputDTMFFrame``.
 
 Output: takes 8 kHz PCM frames and keeps ~80 ms queued in the stack, whose RTP
 clock paces the wire. ``InterruptionFrame`` flushes the queue. On ``EndFrame``
-(the flow's ``EndWorkerFrame``) the queued audio is played out, then the call is
-hung up.
+(the flow's ``EndWorkerFrame``) the queued audio is played out; the call stays up
+for ``run_call`` to hang up or transfer through ``SipCallControl`` (or is hung up
+right away with ``SipTransport(hangup_on_end=True)``).
 
 Event handlers: ``on_client_connected(transport, call)``,
 ``on_client_disconnected(transport, call)`` (the call ended while the pipeline
@@ -204,7 +205,7 @@ class SipTransport(BaseTransport):
         self,
         call: SipCall,
         *,
-        hangup_on_end: bool = True,
+        hangup_on_end: bool = False,
         input_name: str | None = None,
         output_name: str | None = None,
     ) -> None:
