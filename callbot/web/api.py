@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from datetime import datetime
+
 from aiohttp import web
 
 from callbot.runtime import Runtime
@@ -60,8 +65,27 @@ async def list_tickets(request: web.Request) -> web.Response:
     return web.json_response({"tickets": await rt.store.list_tickets(limit, offset)})
 
 
+async def tickets_csv(request: web.Request) -> web.Response:
+    """Tickets as CSV for the town's services (one row per report, fields flattened)."""
+    rt = request.app[RUNTIME]
+    tickets = await rt.store.list_tickets(_int(request, "limit", 1000, 1, 100_000), 0)
+    field_names = sorted({k for t in tickets for k in t.get("fields", {})})
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(["id", "date", "kind", "status", "call_id", "node", *field_names])
+    for t in tickets:
+        when = datetime.fromtimestamp(t["ts"]).astimezone().isoformat(timespec="seconds")
+        values = [t["fields"].get(k, "") for k in field_names]
+        writer.writerow([t["id"], when, t["kind"], t.get("status", ""), t["call_id"], t.get("node", ""),
+                         *[v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]])
+    return web.Response(body=("\ufeff" + out.getvalue()).encode("utf-8"),  # BOM: Excel opens it as UTF-8
+                        content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="tickets.csv"'})
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)
     app.router.add_get("/api/tickets", list_tickets)
+    app.router.add_get("/api/tickets.csv", tickets_csv)

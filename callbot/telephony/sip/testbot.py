@@ -2,7 +2,8 @@
 
 It greets with a tone (440 Hz, 1 s), answers each keypad digit with a short
 880 Hz tone, optionally echoes the caller, and can hang up or transfer after the
-greeting. ``python -m callbot.telephony.sip.testbot --port 5080`` runs it alone.
+greeting. ``python -m callbot.telephony.sip.testbot --port 5080`` runs it alone
+(calls to a user part starting with ``bye`` are hung up by the bot after the greeting).
 """
 
 from __future__ import annotations
@@ -163,6 +164,14 @@ class ToneBotServer:
 
 
 async def _main() -> None:
+    """CLI worker (manual checks, and the workers behind Kamailio in tests).
+
+    Calls whose Request-URI/To user part starts with ``bye`` are hung up by the
+    bot after the greeting; every finished call is printed on stdout as one line
+    ``CALL {json}`` (SIP Call-ID, called, digits, who hung up) for tests.
+    """
+    import json
+
     from callbot.telephony.sip.server import SipServer
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -170,10 +179,20 @@ async def _main() -> None:
     ap.add_argument("--port", type=int, default=5080)
     ap.add_argument("--echo", action="store_true")
     ap.add_argument("--max-calls", type=int, default=20)
+    ap.add_argument("--name", default="", help="worker name printed with each call")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
-    server = SipServer(lambda t, i, c: run_tone_bot(t, i, c, echo=args.echo), host=args.host,
-                       port=args.port, max_calls=args.max_calls)
+
+    async def on_call(transport, info, control):
+        rec = await run_tone_bot(transport, info, control, echo=args.echo,
+                                 end_after_greeting=info.called.startswith("bye"))
+        print("CALL " + json.dumps({
+            "worker": args.name, "sip_call_id": info.provider_call_id, "called": info.called,
+            "caller": info.caller, "digits": rec.digits, "caller_hung_up": rec.disconnected,
+            "rx_rms_max": round(rec.rx_rms_max), "secs": round(rec.ended_at - rec.started_at, 2),
+        }), flush=True)
+
+    server = SipServer(on_call, host=args.host, port=args.port, max_calls=args.max_calls)
     await server.start()
     print(f"tone bot on {server.uri}", flush=True)
     try:

@@ -1,0 +1,150 @@
+"""A real ``callbot serve`` process for the benchmarks, and /proc readings of it.
+
+The benchmarks measure what a caller hears, so they talk to the real server
+(real Whisper, real pipeline) over loopback only. Unlike the e2e fixture this
+helper needs no Redis: the server starts its embedded one in a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from callbot.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+AUDIO = ROOT / "tests" / "fixtures" / "audio"
+ACCOUNT_SID = "AC" + "be4c" * 8
+TOKEN = "bench-secret-token"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class BenchServer:
+    url: str
+    rest_port: int
+    sip_port: int
+    proc: subprocess.Popen
+    log_path: Path
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self, tail: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+
+def start_server(tmp: Path | None = None, **env_overrides: str) -> BenchServer:
+    """Start ``python -m callbot serve`` on free loopback ports; wait for /healthz (models loaded)."""
+    tmp = Path(tmp or tempfile.mkdtemp(prefix="callbot-bench-"))
+    port, rest_port, sip_port = free_port(), free_port(), free_port()
+    env = dict(os.environ)
+    env.update({
+        "CALLBOT_HTTP_HOST": "127.0.0.1",
+        "CALLBOT_HTTP_PORT": str(port),
+        "CALLBOT_SIP_HOST": "127.0.0.1",
+        "CALLBOT_SIP_PORT": str(sip_port),
+        "CALLBOT_DATA_DIR": str(tmp / "data"),
+        "CALLBOT_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "CALLBOT_TWILIO_AUTH_TOKEN": TOKEN,
+        "CALLBOT_TWILIO_API_BASE_URL": f"http://127.0.0.1:{rest_port}",
+        "CALLBOT_LOG_LEVEL": "INFO",
+    })
+    env.pop("CALLBOT_REDIS_URL", None)
+    env.update(env_overrides)
+    log_path = tmp / "server.log"
+    proc = subprocess.Popen([sys.executable, "-m", "callbot", "serve"], cwd=ROOT, env=env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"callbot serve exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return BenchServer(url, rest_port, sip_port, proc, log_path, tmp, env_overrides)
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"callbot did not become healthy in 180 s:\n{log_path.read_text()[-4000:]}")
+
+
+def stop_server(server: BenchServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process so far (threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class ProcSampler:
+    """CPU % and RSS of the server over a measured window (sampled every ``every`` s)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.t0 = time.monotonic()
+        self.cpu0 = cpu_seconds(pid)
+        self.rss: list[float] = [rss_mb(pid)]
+        self.cpu_samples: list[float] = []
+        self._last = (self.t0, self.cpu0)
+
+    def sample(self) -> None:
+        now, cpu = time.monotonic(), cpu_seconds(self.pid)
+        t, c = self._last
+        if now - t > 0.2:
+            self.cpu_samples.append(100 * (cpu - c) / (now - t))
+        self._last = (now, cpu)
+        self.rss.append(rss_mb(self.pid))
+
+    def summary(self) -> dict[str, float]:
+        self.sample()
+        wall = time.monotonic() - self.t0
+        return {
+            "cpu_pct_mean": round(100 * (cpu_seconds(self.pid) - self.cpu0) / wall, 1) if wall > 0 else 0.0,
+            "cpu_pct_max": round(max(self.cpu_samples, default=0.0), 1),
+            "rss_mb_start": round(self.rss[0], 1),
+            "rss_mb_max": round(max(self.rss), 1),
+        }
+
+
+def pct(values: list[float], q: float) -> float | None:
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    return vals[min(len(vals) - 1, int(q * len(vals)))]
+
+
+def stats(values: list[float | None]) -> dict[str, float | int | None]:
+    vals = [v for v in values if v is not None]
+    return {"n": len(vals), "p50": pct(vals, 0.5), "p95": pct(vals, 0.95), "max": max(vals, default=None)}
+
+
+def fmt_stats(name: str, values: list[float | None], unit_ms: bool = True) -> str:
+    s = stats(values)
+    if not s["n"]:
+        return f"  {name:<22} -"
+    f = (lambda v: f"{v * 1000:6.0f} ms") if unit_ms else (lambda v: f"{v:8.2f}")
+    return f"  {name:<22} p50 {f(s['p50'])}  p95 {f(s['p95'])}  max {f(s['max'])}  (n={s['n']})"
