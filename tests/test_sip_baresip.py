@@ -69,3 +69,4 @@ async def test_blind_transfer_refer_to_agent(tmp_path):
                 await caller.stop()
     finally:
         await agent.stop()
+

@@ -1,4 +1,4 @@
-"""Offline benchmarks of the whole understanding chain (``scripts/bench-understanding``).
+"""Benchmarks behind ``scripts/bench-*``: one module per benchmark, each runnable with ``python -m``.
 
-They need the models and ``pico2wave`` but no phone line, server or Redis.
+``understanding``: spoken intent accuracy, offline (Pico French -> µ-law line -> Whisper -> recogniser).
 """

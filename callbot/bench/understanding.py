@@ -2,8 +2,8 @@
 
 Each utterance is read by SVOX Pico (``pico2wave -l fr-FR``), sent through the
 phone line (8 kHz G.711 µ-law and back to 16 kHz PCM16, with the numpy codec
-of ``callbot.testing.audio``), framed like a pipecat segment (a little leading
-silence; the node's end-of-turn silence plus 0.5 s after), transcribed by
+of ``callbot.testing.audio``), framed like a pipecat segment (0.8 s of silence
+before the speech; the node's end-of-turn silence plus 0.5 s after), transcribed by
 ``SharedWhisper`` with the start node's ``vocabulary()`` prompt, then given to
 the flow's recogniser exactly as ``callbot eval-intents`` does (a no-match
 counts as ``hors_sujet``). Audio rejected by the ASR guard rails never reaches
@@ -40,7 +40,9 @@ from callbot.config import PROJECT_ROOT
 DEFAULT_TSV = PROJECT_ROOT.parent / "shared" / "mairie" / "dev.tsv"
 CACHE_DIR = Path(tempfile.gettempdir()) / "callbot-bench-understanding"
 CHAIN = "pico-fr-ulaw8k-16k-v1"  # part of the cache key: change it when the audio chain changes
-LEAD_S, TRAIL_S = 0.3, 0.5  # around the speech, as pipecat's segment (pre-roll, trailing silence)
+# pipecat's segment: the 1 s kept before the VAD fires (~0.2 s into speech), the speech, the VAD's
+# end-of-turn silence, then 0.5 s of trailing silence added by SegmentedSTTService
+LEAD_S, TRAIL_S = 0.8, 0.5
 NOTHING = "(nothing heard)"
 
 

@@ -131,3 +131,16 @@ async def test_malformed_websocket_messages_do_not_end_the_call(bot):
     assert [e["digits"] for e in _types(record, "digits")] == ["1"]
     assert "horaires" in [e["node"] for e in _types(record, "node")]
     assert record["caller"] == "+33611111111"
+
+
+async def test_caller_speech_interrupts_the_bot(bot):
+    """Barge-in: speaking over the greeting makes the bot send Twilio ``clear`` and answer the request."""
+    from callbot.testing.twilio_caller import Wait
+
+    report, _ = await _call(bot, [Wait(1.0), Say(AUDIO / "horaires.wav"), WaitForBot(), Hangup()])
+    print(report.timeline())
+    assert report.clears, "no clear: the bot talked over the caller"
+    first_clear = report.clears[0] - report.answered_at
+    assert first_clear < 1.0 + 3.0, f"clear came {first_clear:.2f} s into the call"
+    record = await _call_record(bot, report.call_sid)
+    assert any(e["intent"] == "horaires" for e in _types(record, "intent"))

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from callbot.telephony.base import CallInfo
-from callbot.telephony.sip.stack import BaresipEngine, EngineConfig, SipCall, SipEngine
+from callbot.telephony.sip.stack import BaresipEngine, EngineConfig, SipCall, SipEngine, TransferOutcome
 from callbot.telephony.sip.transport import SipTransport
 
 logger = logging.getLogger("callbot.sip")
@@ -92,11 +92,24 @@ class SipCallControl:
     async def attended_transfer(self, destination: str, *, timeout: float = 30.0) -> bool:
         """Consult ``destination``, then REFER the caller to it with Replaces (the
         bot leaves the path). Needs a caller that supports Replaces; otherwise use
-        :meth:`bridge`."""
+        :meth:`bridge`.
+
+        Returns False (call still up, off hold) when the caller did not advertise
+        Replaces (checked before ringing the destination), the destination did not
+        answer, or the caller's NOTIFY reported a failure; ``last_transfer`` says why.
+        A destination that ignores Replaces gets the caller as a new call; the bot
+        then hangs up its consultation leg after ``replaces_grace`` seconds.
+        """
+        if self._call.supports_replaces() is False:
+            self.last_transfer = TransferOutcome(False, None, "caller does not support Replaces")
+            logger.warning("SIP attended transfer of %s: caller does not support Replaces",
+                           self._call.meta.sip_call_id)
+            return False
         target = self._server.transfer_uri(destination)
         consult = await self._server.engine.dial(target)
         if not await consult.wait_established(timeout):
             await consult.hangup()
+            self.last_transfer = TransferOutcome(False, None, "destination did not answer")
             return False
         self._transport.closing = True
         outcome = await self._call.attended_transfer(consult, timeout=timeout)
@@ -104,7 +117,16 @@ class SipCallControl:
         if not outcome.ok:
             await consult.hangup()
             self._transport.closing = False
-        return outcome.ok
+            return False
+        # A Replaces-capable target ends the consultation leg itself (BYE); one that
+        # ignores Replaces (Debian's baresip 1.0) takes the transferee as a second call
+        # and would keep our leg open: hang it up.
+        try:
+            await asyncio.wait_for(consult.ended.wait(), self._server.replaces_grace)
+        except TimeoutError:
+            logger.info("SIP attended transfer: target kept the consultation leg; hanging it up")
+            await consult.hangup()
+        return True
 
 
 async def relay(a: SipCall, b: SipCall, frame_secs: float = 0.02) -> None:
@@ -143,6 +165,7 @@ class SipServer:
         media_timeout: int = 10,
         rtp_ports: tuple[int, int] = (30000, 30999),
         transfer_timeout: float = 30.0,
+        replaces_grace: float = 2.0,
         engine: SipEngine | None = None,
     ) -> None:
         self.on_call = on_call
@@ -150,6 +173,7 @@ class SipServer:
         self.max_calls = max_calls
         self.allow = parse_networks(allow)
         self.transfer_timeout = transfer_timeout
+        self.replaces_grace = replaces_grace  # attended transfer: wait this long for the target's BYE
         self.engine = engine or BaresipEngine(
             EngineConfig(
                 host=host,

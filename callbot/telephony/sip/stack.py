@@ -91,6 +91,14 @@ class SipCall(abc.ABC):
     @abc.abstractmethod
     async def wait_established(self, timeout: float = 30.0) -> bool: ...
 
+    def supports_replaces(self) -> bool | None:
+        """Did the peer's INVITE advertise Replaces (``Supported: replaces``), which an
+        attended transfer needs? None when unknown (header not seen / outbound leg)."""
+        if "Supported" not in self.meta.headers:
+            return None
+        tokens = {t.strip().lower() for t in self.meta.headers["Supported"].split(",")}
+        return "replaces" in tokens
+
     @abc.abstractmethod
     def read_audio(self, max_bytes: int = 3200) -> bytes:
         """Received PCM since the last read (b"" when none or no media)."""
@@ -322,9 +330,28 @@ class BaresipCall(SipCall):
             await self._call.attended_transfer(consult._call, timeout=timeout)
             return TransferOutcome(True, 200, "transferred")
         except self._b.TransferFailed as e:
-            return TransferOutcome(False, e.status, str(e))
+            outcome = TransferOutcome(False, e.status, str(e))
         except (self._b.BaresipError, ValueError) as e:
-            return TransferOutcome(False, None, str(e))
+            outcome = TransferOutcome(False, None, str(e))
+        # the stack put this leg on hold before the REFER: take it back so the caller
+        # hears the bot again and its RTP (digits, speech) flows
+        await self._resume()
+        return outcome
+
+    async def _resume(self, tries: int = 20) -> None:
+        for _ in range(tries):
+            if self._ended.is_set():
+                return
+            try:
+                logger.info("DBG resume on_hold=%s", self._call.is_on_hold)
+                await self._call.resume()
+                logger.info("DBG resumed on_hold=%s", self._call.is_on_hold)
+                return
+            except self._b.StaleHandleError:
+                return
+            except self._b.BaresipError as e:  # a session refresh in flight: retry shortly
+                logger.debug("resume: %s", e)
+                await asyncio.sleep(0.1)
 
     async def wait_established(self, timeout: float = 30.0) -> bool:
         ended = asyncio.ensure_future(self._ended.wait())
@@ -381,7 +408,7 @@ class BaresipCall(SipCall):
 class BaresipEngine(SipEngine):
     """baresip-python (libre/baresip in a native thread) as the SIP/RTP engine."""
 
-    EXPOSED_HEADERS = ("From", "To", "P-Asserted-Identity", "Remote-Party-ID")
+    EXPOSED_HEADERS = ("From", "To", "P-Asserted-Identity", "Remote-Party-ID", "Supported")
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config

@@ -50,6 +50,7 @@ class CallRecord:
     ended_at: float = 0.0
     disconnected: bool = False
     transfer_result: bool | None = None
+    transfer_outcome: object = None  # TransferOutcome of a REFER (status, reason)
 
 
 class ToneBot(FrameProcessor):
@@ -97,35 +98,60 @@ class ToneBot(FrameProcessor):
 
 async def run_tone_bot(transport, info: CallInfo, control, record: CallRecord | None = None, *,
                        end_after_greeting: bool = False, transfer_to: str | None = None,
+                       bridge_to: str | None = None, attended_to: str | None = None,
                        echo: bool = False, greeting_secs: float = 1.0) -> CallRecord:
-    """Same shape as ``run_call``: build a pipeline on the transport and run it."""
+    """Same shape as ``run_call``: build a pipeline on the transport and run it.
+
+    ``transfer_to``: blind transfer (REFER) after the greeting; on failure the bot
+    goes on (answers digits) until the caller hangs up. ``bridge_to`` /
+    ``attended_to``: after the greeting the pipeline ends and the call is handed to
+    ``control.bridge`` / ``control.attended_transfer``; if that fails and the caller
+    is still there, a new pipeline on the same call greets again and goes on.
+    """
     record = record if record is not None else CallRecord()
     record.info = info
+    handover = bridge_to or attended_to
 
     async def greeted():
         if transfer_to:
             await asyncio.sleep(greeting_secs + 0.3)  # let the greeting play out
             record.transfer_result = await control.transfer(transfer_to)
+            record.transfer_outcome = getattr(control, "last_transfer", None)
 
-    bot = ToneBot(record, greeting_secs=greeting_secs, echo=echo,
-                  end_after_greeting=end_after_greeting, on_greeted=greeted)
-    worker = PipelineWorker(
-        Pipeline([transport.input(), bot, transport.output()]),
-        params=PipelineParams(audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
-        idle_timeout_secs=None,
-        check_dangling_tasks=False,
-    )
+    async def run_pipeline(transport, bot: ToneBot) -> None:
+        worker = PipelineWorker(
+            Pipeline([transport.input(), bot, transport.output()]),
+            params=PipelineParams(audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
+            idle_timeout_secs=None,
+            check_dangling_tasks=False,
+        )
 
-    @transport.event_handler("on_client_disconnected")
-    async def _gone(t, c):
-        record.disconnected = True
-        await worker.cancel()
+        @transport.event_handler("on_client_disconnected")
+        async def _gone(t, c):
+            record.disconnected = True
+            await worker.cancel()
 
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    await runner.run()
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    await run_pipeline(transport, ToneBot(record, greeting_secs=greeting_secs, echo=echo,
+                                          end_after_greeting=end_after_greeting or bool(handover),
+                                          on_greeted=greeted))
+    if handover and not record.disconnected:
+        if bridge_to:
+            record.transfer_result = await control.bridge(bridge_to)
+        else:
+            record.transfer_result = await control.attended_transfer(attended_to)
+            record.transfer_outcome = getattr(control, "last_transfer", None)
+        if not record.transfer_result and not transport.call.ended.is_set():
+            # the caller is still with us: go on (a new pipeline on the same call)
+            from callbot.telephony.sip.transport import SipTransport
+
+            await run_pipeline(SipTransport(transport.call), ToneBot(record, greeting_secs=greeting_secs, echo=echo))
+    if not record.transfer_result:
+        await control.hangup("bot done")
     record.ended_at = time.monotonic()
-    await control.hangup("bot done")
     return record
 
 
