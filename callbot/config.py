@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     sip_rtp_port_min: int = Field(30000, ge=1024, le=65535)
     sip_rtp_port_max: int = Field(30999, ge=1024, le=65535)
 
+    # --- integrations
+    ticket_webhook_url: str | None = Field(None, description="POST each new ticket as JSON to this URL")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("public_url")

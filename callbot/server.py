@@ -63,11 +63,19 @@ def create_app(settings: Settings) -> web.Application:
             rt = await build_runtime(settings, store)
             app[api.RUNTIME] = rt
             sip = await _start_sip(settings, on_call)
+            webhook = None
+            if settings.ticket_webhook_url:
+                from callbot.ticket_webhook import TicketWebhook
+
+                webhook = TicketWebhook(store.redis, settings.ticket_webhook_url)
+                await webhook.start()
             rt.ready = True
             _install_reload(rt)
             try:
                 yield
             finally:
+                if webhook is not None:
+                    await webhook.stop()
                 if sip is not None:
                     await sip.stop()
         finally:

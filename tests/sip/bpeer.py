@@ -8,8 +8,7 @@ or a Replaces-capable transfer target. One SIP engine per process (libre is glob
 Sends a sine tone on every call, executes transfer requests (``transfer_policy="auto"``:
 blind or with Replaces) and prints one JSON line per event on stdout:
 ``{"ev": "ready"|"incoming"|"established"|"closed"|"transfer_call"|"heard", "t": monotonic, ...}``;
-``heard`` = dominant frequency/RMS of what this peer received, per 0.5 s window, and
-whether the far end holds the call.
+``heard`` = dominant frequency/RMS of what this peer received, per 0.5 s window.
 Exits after ``--secs`` or when every call is over (``--exit-when-idle``).
 """
 
@@ -59,7 +58,7 @@ async def media(call, tone_hz: float, label: str) -> None:
             pass
         if time.monotonic() - last >= 0.5:
             hz, rms = dominant(bytes(heard))
-            emit("heard", call=label, hz=round(hz), rms=round(rms), held=call.remote_on_hold)
+            emit("heard", call=label, hz=round(hz), rms=round(rms))
             heard.clear()
             last = time.monotonic()
         await asyncio.sleep(0.01)
@@ -98,7 +97,7 @@ async def main() -> int:
                 emit("established", call=label, peer=call.peer)
             elif ev.event is baresip.Event.CALL_CLOSED:
                 emit("closed", call=label, text=ev.text)
-            elif ev.event in (baresip.Event.CALL_HOLD, baresip.Event.CALL_RESUME, baresip.Event.CALL_REMOTE_SDP):
+            elif ev.event in (baresip.Event.CALL_HOLD, baresip.Event.CALL_REMOTE_SDP):
                 emit(ev.event.name.lower(), call=label, text=ev.text)
             elif ev.event in (baresip.Event.CALL_TRANSFER, baresip.Event.CALL_TRANSFER_FAILED):
                 emit(ev.event.name.lower(), call=label, text=ev.text)

@@ -343,9 +343,7 @@ class BaresipCall(SipCall):
             if self._ended.is_set():
                 return
             try:
-                logger.info("DBG resume on_hold=%s", self._call.is_on_hold)
                 await self._call.resume()
-                logger.info("DBG resumed on_hold=%s", self._call.is_on_hold)
                 return
             except self._b.StaleHandleError:
                 return
