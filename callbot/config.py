@@ -71,8 +71,10 @@ class Settings(BaseSettings):
     sip_enabled: bool = True
     sip_allow: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
-        description="networks allowed to call (CIDR); others get 486. Add your PBX/trunk, e.g. 192.168.1.0/24",
+        description="networks allowed to call (CIDR); others get 403. Add your PBX/trunk, e.g. 192.168.1.0/24",
     )
+    sip_auth_user: str = Field("", description="if set, INVITEs must also carry digest credentials (401 challenge)")
+    sip_auth_password: SecretStr | None = None
     sip_media_timeout: int = Field(10, ge=0, le=3600, description="seconds without RTP before hanging up; 0 = off")
     sip_rtp_port_min: int = Field(30000, ge=1024, le=65535)
     sip_rtp_port_max: int = Field(30999, ge=1024, le=65535)

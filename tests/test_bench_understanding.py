@@ -42,9 +42,10 @@ def test_bench_on_three_utterances(tmp_path) -> None:
     assert lines[0].startswith(f"3 utterances from {tsv}; flow mairie version ")
     assert re.match(r"audio: 3 synthesised \([\d.]+ s\), 0 cached in ", lines[1])
     assert lines[2].startswith("whisper: window ") and "prompt: " in lines[2]
+    miss = re.compile(r"miss  \w+ +-> +(\w+|\(no match\)|\(nothing heard\)) +\d\.\d\d  \[(asr|recogniser|rejected)\]$")
     for i, line in enumerate(lines):
         if line.startswith("miss  "):  # miss EXPECTED -> PREDICTED CONF [CAUSE], then what was said and heard
-            assert re.match(r"miss  \w+ +-> +(\w+|\(no match\)|\(nothing heard\)) +\d\.\d\d  \[(asr|recogniser|rejected)\]$", line)
+            assert miss.match(line), line
             assert lines[i + 1].startswith("      said:  ") and lines[i + 2].startswith("      heard: ")
     assert any(re.match(r"miss causes: asr \d+, recogniser \d+, rejected \d+ ", line) for line in lines)
     assert any(re.match(r"ASR WER: \d\.\d{3} \(\d+/\d+ words\); folded ", line) for line in lines)

@@ -70,3 +70,16 @@ async def test_blind_transfer_refer_to_agent(tmp_path):
     finally:
         await agent.stop()
 
+
+
+async def test_baresip_caller_answers_digest_challenge(tmp_path):
+    """Inbound digest auth with a real UA (Debian baresip, like a PBX with trunk credentials)."""
+    async with bot(auth_user="pbx", auth_password="Tr0mbone!", bot={"end_after_greeting": True}) as b:
+        caller = await C.BaresipPeer(tmp_path / "caller", account_params=";auth_user=pbx;auth_pass=Tr0mbone!").start()
+        try:
+            await caller.dial(f"sip:mairie@127.0.0.1:{b.server.port}")
+            assert await caller.wait_event("CALL_ESTABLISHED", 5), caller.events
+            await b.wait_calls_done()
+            assert b.server.stats.auth_challenges == 1 and b.server.stats.accepted == 1
+        finally:
+            await caller.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import shutil
 import socket
 import time
@@ -109,15 +110,17 @@ async def test_unsupported_codec_gets_488_and_options_200():
         assert b.server.stats.accepted == 0
 
 
-async def test_allow_list_refuses_other_networks():
+async def test_allow_list_refuses_other_networks_with_403():
     async with bot(allow=["10.0.0.0/8"]) as b:
         res = await C.run_sipp("uac_refused.xml", b.target, timeout=8)
         assert res.returncode == 0, res.errors[-1500:]
+        assert "SIP/2.0 403 Forbidden" in res.messages
         assert b.server.stats.rejected_network == 1 and b.server.stats.accepted == 0
         assert not b.records
+        assert b.server.engine.calls == set()  # the refused call is gone from the stack too
 
 
-async def test_call_cap_answers_486_and_recovers():
+async def test_call_cap_answers_503_retry_after_and_recovers():
     async with bot(max_calls=1) as b:
         sink = await C.RtpSink.open()
         try:
@@ -126,6 +129,7 @@ async def test_call_cap_answers_486_and_recovers():
                 await asyncio.sleep(0.05)
             res = await C.run_sipp("uac_refused.xml", b.target, timeout=8)
             assert res.returncode == 0, res.errors[-1500:]
+            assert "SIP/2.0 503 Service Unavailable" in res.messages and "Retry-After: 5" in res.messages
             assert b.server.stats.rejected_busy == 1
             assert (await first).returncode == 0
             await b.wait_calls_done()
@@ -234,3 +238,31 @@ async def test_ten_simultaneous_calls_all_get_audio():
                 assert_greeting(st)
         finally:
             sink.close()
+
+
+async def test_digest_auth_challenge_then_call():
+    async with bot(auth_user="mairie-pbx", auth_password="s3cret-Pa55", bot={"end_after_greeting": True}) as b:
+        # no credentials: 401 with a challenge
+        res = await C.run_sipp("uac_refused.xml", b.target, timeout=8)
+        assert res.returncode == 0, res.errors[-1500:]
+        assert "SIP/2.0 401 Unauthorized" in res.messages
+        assert re.search(r'WWW-Authenticate: Digest realm="callbot", nonce="\d+\.\w+", algorithm=MD5, qop="auth"',
+                         res.messages)
+        # wrong password: challenged, then 403
+        res = await C.run_sipp("uac_auth.xml", b.target, keys=C.sipp_keys(C.free_udp_port()), timeout=8,
+                               extra=["-au", "mairie-pbx", "-ap", "wrong"])
+        assert res.returncode != 0 and "SIP/2.0 403 Forbidden" in res.messages
+        assert b.server.stats.rejected_auth == 1 and not b.records
+        # right credentials: challenged, answered, greeting, the bot hangs up
+        sink = await C.RtpSink.open()
+        try:
+            res = await C.run_sipp("uac_auth.xml", b.target, keys=C.sipp_keys(sink.port), timeout=10,
+                                   extra=["-au", "mairie-pbx", "-ap", "s3cret-Pa55"])
+            assert res.returncode == 0, res.errors[-1500:]
+            assert_greeting(sink.bot_stream())
+        finally:
+            sink.close()
+        await b.wait_calls_done()
+        assert len(b.records) == 1 and b.server.stats.accepted == 1
+        assert b.server.stats.auth_challenges == 3
+        assert b.server.engine.calls == set()

@@ -152,7 +152,8 @@ async def test_failover_when_a_worker_dies_and_recovery(lb):
         detected = time.monotonic() - t_kill
         print(f"dead worker inactive after <= {detected:.1f} s")
 
-        # restart it on the same port: the next successful ping brings it back
+        # restart it on the same port (taking one call at a time): the next successful ping brings it back
+        bot2.max_calls = 1
         bot2.start().wait_ready()
         assert kam.wait_flags(bot2.uri, "AP", 5), kam.destinations()
         res = await C.run_sipp("uac_proxy_wait_bye.xml", kam.target, service="bye", calls=2, limit=2, rate=20,
@@ -162,3 +163,68 @@ async def test_failover_when_a_worker_dies_and_recovery(lb):
         assert [len(calls[w.name]) for w in workers] == [1, 1], calls
     finally:
         sink.close()
+
+
+async def test_full_worker_503_fails_over_and_stays_active(lb):
+    """bot2 takes one call at a time (previous test): its second round-robin INVITE gets
+    503 + Retry-After, Kamailio hands it to bot1 and keeps bot2 in rotation."""
+    kam, workers = lb
+    bot1, bot2 = workers
+    assert bot2.max_calls == 1
+    await asyncio.sleep(0.3)  # the previous calls' slots are released
+    sink = await C.RtpSink.open()
+    try:
+        res = await C.run_sipp("uac_proxy_wait_bye.xml", kam.target, service="bye", calls=4, limit=4, rate=20,
+                               keys=C.sipp_keys(sink.port), timeout=15)
+        assert res.returncode == 0, (res.errors[-1500:], kam.log())
+        calls = await wait_calls(workers, SEEN, 4)
+        assert [len(calls[w.name]) for w in workers] == [3, 1], calls
+        assert "worker full, failover -> " + bot1.uri in kam.log()
+        assert kam.destinations()[bot2.uri]["flags"] == "AP"  # not marked down
+    finally:
+        sink.close()
+
+
+async def test_kamailio_front_permissions_and_proxy_auth(lb, tmp_path):
+    """The template's optional front door (kamailio -A WITH_PERMISSIONS -A WITH_AUTH): sources in the
+    trusted address list pass, others must answer a 407 digest challenge; bad credentials get 403."""
+    _, workers = lb
+    bot1 = workers[0]
+    kam = Kamailio(tmp_path, [bot1.uri], port=C.free_port(), defines=("WITH_PERMISSIONS", "WITH_AUTH"),
+                   trusted=["10.0.0.0/8"], auth=("pbx", "S3cret-trunk")).start()
+    try:
+        res = await C.run_sipp("uac_auth.xml", kam.target, service="bye", keys=C.sipp_keys(C.free_udp_port()),
+                               timeout=8, extra=["-au", "pbx", "-ap", "wrong"])
+        assert res.returncode != 0 and "SIP/2.0 403 Forbidden" in res.messages, res.messages[-1500:]
+        assert "Proxy-Authenticate: Digest" in res.messages
+        sink = await C.RtpSink.open()
+        try:
+            res = await C.run_sipp("uac_auth.xml", kam.target, service="bye", keys=C.sipp_keys(sink.port),
+                                   timeout=10, extra=["-au", "pbx", "-ap", "S3cret-trunk"])
+            assert res.returncode == 0, (res.errors[-1500:], kam.log())
+        finally:
+            sink.close()
+        calls = await wait_calls(workers, SEEN, 1)
+        assert len(calls["bot1"]) == 1
+    finally:
+        kam.stop()
+    # trusted source (loopback in the address list): no challenge
+    kam = Kamailio(tmp_path / "trusted", [bot1.uri], port=C.free_port(), defines=("WITH_PERMISSIONS",),
+                   trusted=["127.0.0.0/8"]).start()
+    try:
+        sink = await C.RtpSink.open()
+        try:
+            res = await C.run_sipp("uac_proxy_wait_bye.xml", kam.target, service="bye", keys=C.sipp_keys(sink.port),
+                                   timeout=10)
+            assert res.returncode == 0, (res.errors[-1500:], kam.log())
+        finally:
+            sink.close()
+    finally:
+        kam.stop()
+    kam = Kamailio(tmp_path / "untrusted", [bot1.uri], port=C.free_port(), defines=("WITH_PERMISSIONS",),
+                   trusted=["10.0.0.0/8"]).start()
+    try:
+        res = await C.run_sipp("uac_refused.xml", kam.target, timeout=8)
+        assert res.returncode == 0 and "SIP/2.0 403 Forbidden" in res.messages, res.messages[-1500:]
+    finally:
+        kam.stop()

@@ -37,14 +37,20 @@ class GapCountingHeard(A.HeardAudio):
         super().__init__(*args, **kwargs)
         self.underruns = 0
         self.underrun_s = 0.0
+        self._cleared = False  # a barge-in cut the audio: the next gap is not an underrun
+
+    def clear(self, now: float) -> list[str]:
+        self._cleared = True
+        return super().clear(now)
 
     def write(self, payload: bytes, now: float) -> float:
         start = max(self._pos(now), len(self.buf))
-        if start > len(self.buf) and len(self.buf) >= 80:
+        if start > len(self.buf) and len(self.buf) >= 80 and not self._cleared:
             tail = A.ulaw_decode(bytes(self.buf[-80:])).astype(np.float64)
             if np.sqrt(np.mean(tail * tail)) > LOUD_RMS:
                 self.underruns += 1
                 self.underrun_s += (start - len(self.buf)) / A.RATE
+        self._cleared = False
         return super().write(payload, now)
 
 

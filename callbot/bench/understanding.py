@@ -257,7 +257,8 @@ def report(rows: list[Row], show: int) -> None:
                      align(norm_words(r.text, True), norm_words(r.raw, True))[1]
                      if a and b and len(a) > 2 and a not in FILLERS)
     if slips:
-        print("frequent ASR slips of content words (folded): " + ", ".join(f"{s} ({n})" for s, n in slips.most_common(12)))
+        top = ", ".join(f"{s} ({n})" for s, n in slips.most_common(12))
+        print(f"frequent ASR slips of content words (folded): {top}")
     n = len(rows)
     words, errors = sum(r.words for r in rows), sum(r.errors for r in rows)
     fwords, ferrors = sum(r.folded_words for r in rows), sum(r.folded_errors for r in rows)

@@ -201,7 +201,8 @@ class Session:
             if node.slot_type == "address":
                 words += [v for k, v in self.flow.town.items() if k.startswith("rue")]
         elif isinstance(node, AskNode):
-            words += ["état civil", "carte d'identité", "passeport", "lampadaire", "encombrants", "CCAS"]
+            words += self.flow.spec.settings.asr_vocabulary or [
+                "état civil", "carte d'identité", "passeport", "lampadaire", "encombrants", "CCAS"]
         return ", ".join(w for w in words if w)
 
     # --- helpers used by dialog.py ---------------------------------------------------------------

@@ -196,6 +196,9 @@ class Settings(_Model):
     no_input_secs: float = Field(7.0, ge=1.0, le=60.0)
     timezone: str = "Europe/Paris"
     holidays_subdiv: str | None = Field(None, description="e.g. 57 for Moselle (extra holidays)")
+    asr_vocabulary: list[str] = Field(
+        default_factory=list,
+        description="words the speech recogniser should expect at open questions (services, places, rare words)")
 
 
 class FlowSpec(_Model):

@@ -9,7 +9,8 @@ Sends a sine tone on every call, executes transfer requests (``transfer_policy="
 blind or with Replaces) and prints one JSON line per event on stdout:
 ``{"ev": "ready"|"incoming"|"established"|"closed"|"transfer_call"|"heard", "t": monotonic, ...}``;
 ``heard`` = dominant frequency/RMS of what this peer received, per 0.5 s window.
-Exits after ``--secs`` or when every call is over (``--exit-when-idle``).
+Exits (hanging up its calls) after ``--secs``, on SIGTERM, or when every call is over
+(``--exit-when-idle``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 
@@ -118,8 +120,10 @@ async def main() -> int:
     emit("ready", uri=f"sip:{args.user}@127.0.0.1:{args.port}")
     if args.dial:
         track(await ua.dial(args.dial), "out")
+    stop = asyncio.Event()  # SIGTERM: hang up (BYE) and leave
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     deadline = time.monotonic() + args.secs
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         await asyncio.sleep(0.1)
         if args.exit_when_idle and calls and all(c.state is baresip.CallState.CLOSED for c in calls.values()):
             break

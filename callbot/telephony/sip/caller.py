@@ -421,8 +421,10 @@ class BaresipPeer:
     """The Debian ``baresip`` binary as a test peer (caller, or auto-answer agent)."""
 
     def __init__(self, workdir: str | Path, *, user: str = "caller", auto_answer: bool = False,
-                 source_wav: str | Path | None = None, codecs: str = "PCMU,PCMA") -> None:
+                 source_wav: str | Path | None = None, codecs: str = "PCMU,PCMA",
+                 account_params: str = "") -> None:
         self.dir = Path(workdir)
+        self.account_params = account_params  # e.g. ";auth_user=u;auth_pass=p" (answers 401 challenges)
         self.user = user
         self.auto_answer = auto_answer
         self.source_wav = source_wav
@@ -456,7 +458,7 @@ class BaresipPeer:
             ctrl_port=self.ctrl_port, dump=self.dump_dir))
         answer = ";answermode=auto" if self.auto_answer else ""
         (self.dir / "accounts").write_text(
-            f"<sip:{self.user}@{LOOPBACK}>;regint=0{answer};audio_codecs={self.codecs}\n")
+            f"<sip:{self.user}@{LOOPBACK}>;regint=0{answer};audio_codecs={self.codecs}{self.account_params}\n")
         (self.dir / "contacts").write_text("")
         self.log = open(self.dir / "baresip.log", "wb")
         self.proc = await asyncio.create_subprocess_exec(

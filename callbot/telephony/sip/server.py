@@ -1,5 +1,6 @@
-"""SIP listener: admits calls (allow-list, concurrent-call cap), answers them and
-runs ``on_call(transport, info, control)`` for each (``callbot.call.run_call``).
+"""SIP listener: admits calls (allow-list -> 403, optional digest auth -> 401/403,
+concurrent-call cap -> 503 + Retry-After), answers them and runs
+``on_call(transport, info, control)`` for each (``callbot.call.run_call``).
 
 Usage (the web/CLI side owns the runtime)::
 
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from callbot.telephony.base import CallInfo
+from callbot.telephony.sip.auth import AuthResult, DigestAuth
 from callbot.telephony.sip.stack import BaresipEngine, EngineConfig, SipCall, SipEngine, TransferOutcome
 from callbot.telephony.sip.transport import SipTransport
 
@@ -147,8 +149,10 @@ async def relay(a: SipCall, b: SipCall, frame_secs: float = 0.02) -> None:
 class SipStats:
     offered: int = 0
     accepted: int = 0
-    rejected_network: int = 0
-    rejected_busy: int = 0
+    rejected_network: int = 0  # 403: source not in the allow-list
+    rejected_busy: int = 0  # busy_status (503): call cap reached
+    auth_challenges: int = 0  # 401 sent (no or stale credentials)
+    rejected_auth: int = 0  # 403: wrong credentials or replay
     active: int = 0
     answer_ms: list[float] = field(default_factory=list)
 
@@ -166,12 +170,20 @@ class SipServer:
         rtp_ports: tuple[int, int] = (30000, 30999),
         transfer_timeout: float = 30.0,
         replaces_grace: float = 2.0,
+        busy_status: int = 503,
+        retry_after: int = 5,
+        auth_user: str = "",
+        auth_password: str = "",
+        auth_realm: str = "callbot",
         engine: SipEngine | None = None,
     ) -> None:
         self.on_call = on_call
         self.host = host
         self.max_calls = max_calls
         self.allow = parse_networks(allow)
+        self.busy_status = busy_status  # call cap reached (503 lets a proxy fail over; 486 = busy tone)
+        self.retry_after = retry_after
+        self.auth = DigestAuth(auth_user, auth_password, auth_realm) if auth_user else None
         self.transfer_timeout = transfer_timeout
         self.replaces_grace = replaces_grace  # attended transfer: wait this long for the target's BYE
         self.engine = engine or BaresipEngine(
@@ -191,6 +203,9 @@ class SipServer:
 
     @classmethod
     def from_settings(cls, settings, on_call: OnCall, **kw) -> SipServer:
+        password = getattr(settings, "sip_auth_password", None)
+        if password is not None and hasattr(password, "get_secret_value"):
+            password = password.get_secret_value()
         return cls(
             on_call,
             host=settings.sip_host,
@@ -199,6 +214,8 @@ class SipServer:
             allow=settings.sip_allow,
             media_timeout=settings.sip_media_timeout,
             rtp_ports=(settings.sip_rtp_port_min, settings.sip_rtp_port_max),
+            auth_user=getattr(settings, "sip_auth_user", "") or "",
+            auth_password=password or "",
             **kw,
         )
 
@@ -256,10 +273,22 @@ class SipServer:
             logger.warning("SIP call %s from %s not in allow-list: rejected", meta.sip_call_id, source)
             await call.reject(403)
             return
+        if self.auth is not None:
+            result = self.auth.verify(meta.headers.get("Authorization"), "INVITE")
+            if result is not AuthResult.OK:
+                if result is AuthResult.DENIED:
+                    self.stats.rejected_auth += 1
+                    logger.warning("SIP call %s from %s: bad credentials", meta.sip_call_id, source)
+                    await call.reject(403)
+                else:
+                    self.stats.auth_challenges += 1
+                    await call.reject(401, self.auth.challenge(stale=result is AuthResult.STALE))
+                return
         if len(self._active) >= self.max_calls:
             self.stats.rejected_busy += 1
             logger.warning("SIP call %s refused: %d calls active (cap)", meta.sip_call_id, len(self._active))
-            await call.reject(486)
+            await call.reject(self.busy_status,
+                              {"Retry-After": str(self.retry_after)} if self.busy_status == 503 else None)
             return
         self._active.add(call)
         self.stats.active = len(self._active)

@@ -73,8 +73,9 @@ class SipCall(abc.ABC):
     async def answer(self) -> None: ...
 
     @abc.abstractmethod
-    async def reject(self, status: int = 486) -> None:
-        """Refuse an unanswered call (engines may map ``status`` to what they can send)."""
+    async def reject(self, status: int = 486, headers: dict[str, str] | None = None) -> None:
+        """Refuse an unanswered call with ``status`` (3xx-6xx) and extra response headers
+        (e.g. ``WWW-Authenticate``, ``Retry-After``); engines that cannot fall back to 486."""
 
     @abc.abstractmethod
     async def hangup(self) -> None:
@@ -253,6 +254,84 @@ class _SourceTracker(logging.Handler):
                     self._waiters.pop(call_id, None)
 
 
+# --------------------------------------------------------------------------- native reject
+
+REASONS = {
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 480: "Temporarily Unavailable",
+    486: "Busy Here", 488: "Not Acceptable Here", 500: "Server Internal Error",
+    503: "Service Unavailable", 603: "Decline",
+}
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+
+class _NativeReject:
+    """Reject an incoming call with any status and extra headers, which the binding
+    (0.5.2a3) cannot: it only sends 486. Its extension module exports libbaresip and
+    libre, so this calls the same function its own reject uses, ``ua_hangupf(ua,
+    call, scode, reason, fmt, ...)``, with the status and headers we want. The call is
+    found by its SIP Call-ID (``uag_call_find``) and everything runs under libre's
+    lock (``re_thread_enter``/``re_thread_leave``), the sanctioned way for a foreign
+    thread to touch the stack. ``ua_hangupf`` emits the usual CALL_CLOSED, so the
+    binding's bookkeeping follows.
+    """
+
+    _instance: _NativeReject | None = None
+    _tried = False
+    CALL_STATE_INCOMING = 1  # enum call_state: IDLE, INCOMING, OUTGOING, ...
+
+    def __init__(self) -> None:
+        import ctypes
+
+        import baresip._native as native
+
+        lib = ctypes.CDLL(native.__file__)  # the already loaded module; CDLL releases the GIL
+        self._c = ctypes
+        self.enter, self.leave = lib.re_thread_enter, lib.re_thread_leave
+        self.enter.restype = self.leave.restype = None
+        self.find = lib.uag_call_find
+        self.find.restype, self.find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+        self.state = lib.call_state
+        self.state.restype, self.state.argtypes = ctypes.c_int, [ctypes.c_void_p]
+        self.call_ua = lib.call_get_ua
+        self.call_ua.restype, self.call_ua.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+        self.hangupf = lib.ua_hangupf  # variadic: argument types given per call
+        self.hangupf.restype = None
+
+    @classmethod
+    def get(cls) -> _NativeReject | None:
+        if not cls._tried:
+            cls._tried = True
+            try:
+                cls._instance = cls()
+            except (ImportError, OSError, AttributeError) as e:  # other binding build: 486 only
+                logger.warning("native SIP reject unavailable (%s): rejections will be 486", e)
+        return cls._instance
+
+    def reject(self, sip_call_id: str, status: int, headers: dict[str, str]) -> bool:
+        """True when the stack sent the response (call found, still ringing)."""
+        if not 300 <= status <= 699:
+            raise ValueError(f"not a rejection status: {status}")
+        extra = ""
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name) or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"bad header {name!r}")
+            extra += f"{name}: {value}\r\n"
+        if extra:  # libre writes the end of the headers itself only when given none
+            extra += "Content-Length: 0\r\n\r\n"
+        c = self._c
+        self.enter()
+        try:
+            call = self.find(sip_call_id.encode())
+            if not call or self.state(call) != self.CALL_STATE_INCOMING:
+                return False
+            self.hangupf(c.c_void_p(self.call_ua(call)), c.c_void_p(call), c.c_uint16(status),
+                         c.c_char_p(REASONS.get(status, "Rejected").encode()),
+                         c.c_char_p(b"%s" if extra else None), c.c_char_p(extra.encode()))
+            return True
+        finally:
+            self.leave()
+
+
 # --------------------------------------------------------------------------- baresip adapter
 
 _TRANSFER_STATUS = re.compile(r"(\d{3})")
@@ -299,8 +378,18 @@ class BaresipCall(SipCall):
     async def answer(self) -> None:
         await self._call.answer()
 
-    async def reject(self, status: int = 486) -> None:
-        # baresip-python can only send 486 (reject) on an unanswered call.
+    async def reject(self, status: int = 486, headers: dict[str, str] | None = None) -> None:
+        # The binding only sends 486; any other status (or extra headers) goes through
+        # libbaresip's own ua_hangupf() (_NativeReject), 486 as the fallback.
+        if status != 486 or headers:
+            native = _NativeReject.get()
+            if native is not None:
+                done = await asyncio.to_thread(native.reject, self.meta.sip_call_id, status, headers or {})
+                if done:
+                    return
+                if self._ended.is_set():
+                    return
+                logger.warning("SIP %s: could not reject with %d; sending 486", self.meta.sip_call_id, status)
         try:
             await self._call.reject()
         except self._b.BaresipError as e:
@@ -406,7 +495,7 @@ class BaresipCall(SipCall):
 class BaresipEngine(SipEngine):
     """baresip-python (libre/baresip in a native thread) as the SIP/RTP engine."""
 
-    EXPOSED_HEADERS = ("From", "To", "P-Asserted-Identity", "Remote-Party-ID", "Supported")
+    EXPOSED_HEADERS = ("From", "To", "P-Asserted-Identity", "Remote-Party-ID", "Supported", "Authorization")
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config

@@ -177,10 +177,11 @@ def capture_sip(port: int, secs: float) -> str | None:
 class ToneWorker:
     """The tone test bot as a separate process (``python -m callbot.telephony.sip.testbot``)."""
 
-    def __init__(self, workdir: Path, name: str, port: int) -> None:
+    def __init__(self, workdir: Path, name: str, port: int, max_calls: int = 20) -> None:
         self.dir = Path(workdir)
         self.name = name
         self.port = port
+        self.max_calls = max_calls  # beyond: 503 + Retry-After
         self.proc: subprocess.Popen | None = None
         self.out = self.dir / f"{name}.out"
         self.err = self.dir / f"{name}.log"
@@ -192,7 +193,8 @@ class ToneWorker:
     def start(self) -> ToneWorker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callbot.telephony.sip.testbot", "--port", str(self.port), "--name", self.name],
+            [sys.executable, "-m", "callbot.telephony.sip.testbot", "--port", str(self.port), "--name", self.name,
+             "--max-calls", str(self.max_calls)],
             cwd=ROOT, stdout=open(self.out, "ab"), stderr=open(self.err, "ab"), start_new_session=True)
         return self
 

@@ -1,0 +1,167 @@
+"""``scripts/bench-load``: N concurrent Twilio calls for T seconds, each caller talking every ~8 s.
+
+Keeps ``--calls`` calls up at once for ``--seconds`` (a call the bot ends is
+replaced by a new one), with real Whisper on the server. Each caller waits for
+the greeting, then says a fixture (or presses a key, one turn in five) every
+~8 s (jittered), whether or not the bot is still talking (barge-in happens, as
+with real callers). Prints answered/failed, greeting latency, voice-to-voice,
+DTMF-to-voice, underruns, calls whose greeting came within 1 s, and the server
+process's CPU % and RSS read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+
+from callbot.bench import server as S
+from callbot.bench.latency import _patch_report_heard, install_gap_counter
+
+# Utterances that keep a call going in flows/mairie.yaml (no goodbye, no transfer).
+FIXTURES = ["horaires.wav", "lampadaire.wav", "adresse.wav", "description.wav", "etat_civil.wav",
+            "oui_exactement.wav"]
+PERIOD_S = 8.0
+
+
+def caller_script(rng: random.Random, turns: int, period: float) -> list:
+    from callbot.testing import audio as A
+    from callbot.testing.steps import Hangup, Press, Say, Wait, WaitForBot
+
+    steps: list = [WaitForBot(silence_after=0.3, timeout=10)]
+    for k in range(turns):
+        gap = period * rng.uniform(0.8, 1.2)
+        if k % 5 == 4:
+            steps += [Press(rng.choice("123")), Wait(gap)]
+        else:
+            name = rng.choice(FIXTURES)
+            dur = len(A.read_wav(S.AUDIO / name)) / A.RATE
+            steps += [Say(S.AUDIO / name), Wait(max(0.5, gap - dur))]
+    steps.append(Hangup())
+    return steps
+
+
+async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float, period: float) -> dict:
+    from callbot.testing.twilio_caller import place_call
+
+    turns = max(1, int((deadline - time.monotonic()) / period))
+    t0 = time.monotonic()
+    try:
+        report = await place_call(srv.url, audio=caller_script(rng, turns, period), token=S.TOKEN,
+                                  account_sid=S.ACCOUNT_SID, rest=rest, timeout=turns * period * 1.3 + 30,
+                                  hangup_after=1.0)
+    except Exception as e:  # a refused/failed call is a result, not a crash of the bench
+        return {"answered": False, "completed": False, "greeting": None, "v2v": [], "dtmf": [],
+                "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
+    heard = getattr(report, "_heard", None)
+    return {
+        "answered": report.greeting_latency is not None,
+        "completed": report.completed,
+        "greeting": report.greeting_latency,
+        "v2v": report.voice_to_voice,
+        "dtmf": report.dtmf_to_voice,
+        "underruns": getattr(heard, "underruns", 0),
+        "underrun_s": getattr(heard, "underrun_s", 0.0),
+        "late_frames": report.late_frames,
+        "errors": report.errors,
+        "wall": time.monotonic() - t0,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict:
+    from callbot.testing.fake_twilio_rest import FakeTwilioRest
+
+    install_gap_counter()
+    _patch_report_heard()
+    env = dict(kv.split("=", 1) for kv in args.env)
+    srv = S.start_server(**env)
+    results: list[dict] = []
+    rng = random.Random(args.seed)
+    try:
+        sampler = S.ProcSampler(srv.pid)
+        deadline = time.monotonic() + args.seconds
+        async with FakeTwilioRest(S.ACCOUNT_SID, S.TOKEN, port=srv.rest_port) as rest:
+
+            async def slot(i: int) -> None:
+                await asyncio.sleep(i * args.ramp / max(1, args.calls))  # ramp up, like a busy morning
+                while time.monotonic() < deadline - args.period:
+                    results.append(await one_call(srv, rest, random.Random(rng.random()), deadline, args.period))
+
+            async def sample() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    sampler.sample()
+
+            sampler_task = asyncio.create_task(sample())
+            await asyncio.gather(*(slot(i) for i in range(args.calls)))
+            sampler_task.cancel()
+        proc = sampler.summary()
+        proc["rss_mb_idle"] = sampler.rss[0]
+    finally:
+        S.stop_server(srv)
+    greet = [r["greeting"] for r in results]
+    v2v = [v for r in results for v in r["v2v"]]
+    return {
+        "calls": args.calls, "seconds": args.seconds, "env": env,
+        "placed": len(results),
+        "answered": sum(r["answered"] for r in results),
+        "failed": sum(not r["answered"] for r in results),
+        "answered_within_1s": sum(g is not None and g <= 1.0 for g in greet),
+        "greeting": S.stats(greet),
+        "voice_to_voice": S.stats(v2v),
+        "dtmf_to_voice": S.stats([v for r in results for v in r["dtmf"]]),
+        "missing_replies": sum(v is None for v in v2v),
+        "underruns": sum(r["underruns"] for r in results),
+        "underrun_s": round(sum(r["underrun_s"] for r in results), 3),
+        "late_caller_frames": sum(r.get("late_frames", 0) for r in results),
+        "server": proc,
+        "errors": sorted({e for r in results for e in r["errors"]})[:10],
+    }
+
+
+def print_summary(s: dict) -> None:
+    def line(name: str, st: dict) -> str:
+        if not st["n"]:
+            return f"  {name:<16} -"
+        return (f"  {name:<16} p50 {st['p50'] * 1000:5.0f} ms  p95 {st['p95'] * 1000:5.0f} ms  "
+                f"max {st['max'] * 1000:5.0f} ms  (n={st['n']})")
+
+    sv = s["server"]
+    print(f"bench-load: {s['calls']} concurrent calls for {s['seconds']} s"
+          + (f"  env {s['env']}" if s["env"] else ""))
+    print(f"  calls placed {s['placed']}, answered {s['answered']}, failed {s['failed']}, "
+          f"greeting within 1 s {s['answered_within_1s']}/{s['placed']}")
+    print(line("greeting", s["greeting"]))
+    print(line("voice-to-voice", s["voice_to_voice"]))
+    print(line("dtmf-to-voice", s["dtmf_to_voice"]))
+    print(f"  speech turns without a reply {s['missing_replies']}, underruns {s['underruns']} "
+          f"({s['underrun_s']} s), late caller frames {s['late_caller_frames']}")
+    print(f"  server CPU {sv['cpu_pct_mean']} % mean ({sv['cpu_pct_max']} % max of 200), "
+          f"RSS {sv['rss_mb_idle']:.0f} MB idle -> {sv['rss_mb_max']:.0f} MB max")
+    for e in s["errors"]:
+        print(f"  error: {e[:200]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench-load", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=20, help="concurrent calls")
+    ap.add_argument("--seconds", type=float, default=90, help="how long to keep them up")
+    ap.add_argument("--period", type=float, default=PERIOD_S, help="seconds between a caller's turns")
+    ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which calls arrive")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--env", action="append", default=[], metavar="CALLBOT_X=V", help="server setting override")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    summary = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print_summary(summary)
+    return 0 if summary["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
