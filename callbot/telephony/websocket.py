@@ -130,19 +130,30 @@ class _Input(BaseInputTransport):
             await self._client.transport.peer_left()
 
 
+# How far ahead of the listener's playout the bot's audio may run. The peer (Twilio) buffers
+# it; ``clear`` drops it on barge-in, so the lead costs no barge-in latency. It absorbs event
+# loop stalls (ASR threads, other calls): with the old "every half chunk" pacing the lead
+# started at zero and a 40-100 ms stall under load was an audible gap (bench-load underruns).
+PLAYOUT_LEAD_S = 0.3
+
+
 class _Output(BaseOutputTransport):
-    """Writes audio paced like a sound card, so barge-in can cut it off in time."""
+    """Writes audio ahead of the listener's playout by at most ``PLAYOUT_LEAD_S``.
+
+    Paced on the playout clock: the first ``PLAYOUT_LEAD_S`` of each utterance go out at
+    once (the greeting and replies start immediately, with a jitter cushion), then one
+    chunk per chunk duration, so barge-in (``clear``) still cuts the bot off at once.
+    """
 
     def __init__(self, client: _Client, params: WebsocketParams, **kwargs) -> None:
         super().__init__(params, **kwargs)
         self._client = client
         self._params = params
-        self._send_interval = 0.0
-        self._next_send_time = 0.0
+        self._chunk_s = 0.0
+        self._playout_end = 0.0  # monotonic time the listener finishes what was sent
 
     async def setup(self, setup: FrameProcessorSetup) -> None:
         await super().setup(setup)
-        self._send_interval = (self.audio_chunk_size / self.sample_rate) / 2
         if self._params.serializer:
             await self._params.serializer.setup(setup)
 
@@ -162,7 +173,7 @@ class _Output(BaseOutputTransport):
         await super().process_frame(frame, direction)
         if isinstance(frame, InterruptionFrame):
             await self._write_frame(frame)
-            self._next_send_time = 0
+            self._playout_end = 0.0
 
     async def send_message(self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame) -> None:
         await self._write_frame(frame)
@@ -175,9 +186,10 @@ class _Output(BaseOutputTransport):
         if not await self._write_frame(frame):
             return False
         now = time.monotonic()
-        delay = max(0.0, self._next_send_time - now)
-        await asyncio.sleep(delay)
-        self._next_send_time = (time.monotonic() if delay == 0 else self._next_send_time) + self._send_interval
+        secs = len(frame.audio) / (2 * self.sample_rate * max(1, self._params.audio_out_channels))
+        self._playout_end = max(now, self._playout_end) + secs
+        ahead = self._playout_end - now - PLAYOUT_LEAD_S
+        await asyncio.sleep(max(0.0, ahead))
         return True
 
     async def _write_frame(self, frame: Frame) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from callbot.testing.twilio_caller import Hangup, Say, WaitForBot
@@ -38,3 +40,13 @@ async def test_street_light_report_by_voice_creates_a_ticket(bot):
     assert tickets[0]["ticket_id"]
     listed = {t["id"]: t for t in _get(bot.url + "/api/tickets")["tickets"]}
     assert listed[tickets[0]["ticket_id"]]["call_id"] == record["id"]
+
+
+async def test_spoken_emergency_gets_the_fire_brigade_number_at_once(bot):
+    report, _ = await _call(bot, [WaitForBot(), Say(AUDIO / "incendie.wav"), WaitForBot(), Hangup()])
+    print(report.timeline())
+    record = await _call_record(bot, report.call_sid)
+    emergencies = _types(record, "emergency")
+    assert emergencies and emergencies[0]["number"] == "18", json.dumps(record["events"])[:3000]
+    said = " ".join(e["text"] for e in _types(record, "bot_said")).lower()
+    assert "18" in said or "dix-huit" in said
