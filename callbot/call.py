@@ -10,6 +10,12 @@
 pipeline until the flow ends the call or the caller leaves, hangs up or
 transfers through the provider's ``CallControl``, and always records
 ``call_ended`` in ``finally``.
+
+Cost per call matters (docs/performance.md): the Silero session is shared by all
+calls (``speech/vad.py``), the VAD only detects short pauses (``PAUSE_SECS``; the
+flow decides when a turn is over), caller audio stops at the recogniser, and pipecat's
+turn-tracking observer is off (the flow records its own latency events). Past the
+recogniser's capacity (``AsrAdmission``) a call is still answered at once, in keypad mode.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import logging
 import time
 from datetime import datetime
 
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -28,12 +33,14 @@ from pipecat.workers.runner import WorkerRunner
 
 from callbot import events as ev
 from callbot.constants import PIPELINE_IN_RATE, PIPELINE_OUT_RATE
+from callbot.flows.endpointing import PAUSE_SECS
 from callbot.flows.processor import FlowProcessor
 from callbot.flows.types import CallContext, Turn
 from callbot.recorder import CallRecorder
 from callbot.runtime import Runtime
 from callbot.speech.asr import WhisperSTT
 from callbot.speech.tts import CachedTTS
+from callbot.speech.vad import SharedSileroVAD
 from callbot.telephony.base import CallControl, CallInfo
 
 log = logging.getLogger(__name__)
@@ -48,18 +55,33 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
     started = time.monotonic()
     reason, detail = "caller_hangup", ""
     final: Turn | None = None
+    admission, speech = None, False
     try:
         session = flow.new_session(CallContext(caller=info.caller, called=info.called, channel=info.channel,
                                                now=datetime.now().astimezone()))
-        vad = SileroVADAnalyzer(sample_rate=PIPELINE_IN_RATE,
-                                params=VADParams(stop_secs=rt.settings.end_of_turn_secs))
-        flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs)
+        admission = rt.asr.admission
+        speech = admission.admit_call()
+        if not speech:
+            log.warning("call %s: %d speech calls already (max %d): keypad mode", info.call_id,
+                        admission.speech_calls, admission.max_calls)
+            recorder.emit(ev.ErrorEvent(code="asr_busy", message="over speech capacity: keypad menu", stage="asr"))
+        vad = SharedSileroVAD(sample_rate=PIPELINE_IN_RATE,
+                              params=VADParams(stop_secs=min(PAUSE_SECS, rt.settings.end_of_turn_secs)))
         stt = WhisperSTT(rt.asr, vocabulary=session.vocabulary)
+        stt.speech_enabled = speech
+        flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs,
+                                  on_turn_routed=stt.new_turn, keypad_only=not speech)
 
         @stt.event_handler("on_asr_result")
         async def _asr_result(_stt, result) -> None:
             if not result.text:
-                flow_proc.on_nothing_recognised()
+                await flow_proc.on_nothing_recognised()
+
+        @stt.event_handler("on_asr_busy")
+        async def _asr_busy(_stt) -> None:
+            nonlocal speech
+            speech = False
+            await flow_proc.on_asr_busy()
 
         pipeline = Pipeline([
             transport.input(),
@@ -71,7 +93,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         ])
         worker = PipelineWorker(pipeline, params=PipelineParams(
             audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
-            enable_rtvi=False, idle_timeout_secs=None, check_dangling_tasks=False)
+            enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None, check_dangling_tasks=False)
 
         @transport.event_handler("on_client_disconnected")
         async def _caller_left(*_args) -> None:
@@ -98,6 +120,8 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         except Exception:
             log.exception("hang-up after error failed for %s", info.call_id)
     finally:
+        if admission is not None:
+            admission.release_call(speech)
         rt.active_calls.pop(info.call_id, None)
         recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
 

@@ -51,13 +51,20 @@ class Settings(BaseSettings):
     )
     asr_window_padding_s: float = Field(6.0, ge=1.0, le=29.0, description="silence added after the utterance (short window)")
     asr_max_concurrent: int = Field(2, ge=1, le=8, description="Whisper decodes run at once; further calls queue")
+    max_asr_calls: int = Field(
+        16, ge=0, description="calls with speech recognition at once; further calls get the keypad menu (0 = no limit)")
+    max_asr_queue: int = Field(
+        6, ge=0, description="decodes waiting for a slot beyond which a call moves to the keypad menu (0 = no limit)")
     tts_voice: str = Field("auto", description="auto | piper:NAME_OR_PATH | pico | espeak")
     voices_dir: Path = Field(default_factory=lambda: PROJECT_ROOT / "voices")
     preload_models: bool = Field(True, description="load ASR/TTS before accepting calls")
 
     # --- call behaviour
     flow: Path = Field(default_factory=lambda: PROJECT_ROOT / "flows" / "mairie.yaml")
-    end_of_turn_secs: float = Field(0.5, ge=0.1, le=5.0, description="caller silence that ends a turn")
+    end_of_turn_secs: float = Field(
+        0.5, ge=0.1, le=5.0,
+        description="caller silence that ends a turn that sounds unfinished (nodes can ask for more); "
+                    "a finished-sounding sentence ends sooner (flows/endpointing.py)")
     max_calls: int = Field(50, ge=1, description="concurrent calls per process")
 
     # --- Twilio

@@ -118,6 +118,7 @@ async def test_blind_transfer_refused_call_stays_up(tmp_path):
                 rec = b.records[0]
                 assert rec.transfer_result is False
                 assert rec.transfer_outcome.status == 486, rec.transfer_outcome  # from the NOTIFY sipfrag
+                print(f"REFER -> refused: {rec.transfer_secs * 1000:.0f} ms")
                 # the caller followed the REFER, its new call got 486 (CALL_CLOSED for that leg only)
                 closed = [ev for _, ev in caller.events if ev.get("type") == "CALL_CLOSED"]
                 assert [ev.get("param") for ev in closed] == ["486 Busy Here"], caller.events
@@ -200,6 +201,7 @@ async def test_attended_transfer_with_replaces():
                 await b.wait_calls_done()
                 rec = b.records[0]
                 assert rec.transfer_result is True and rec.transfer_outcome.status == 200
+                print(f"attended transfer (consult + REFER/Replaces + NOTIFY 200): {rec.transfer_secs * 1000:.0f} ms")
                 assert b.server.engine.calls == set()  # no leg left on the bot
                 # caller and agent now talk to each other directly
                 assert await caller.wait_heard("xfer1", 600, since=xfer["t"]), caller.events
@@ -322,8 +324,7 @@ async def test_attended_transfer_refused_by_caller_resumes_call():
                 # re-INVITEs the bot sent to the caller: hold (sendonly) for the REFER, then resume
                 dirs = trace.sent_invite_directions(rec.info.provider_call_id)
                 assert dirs[-2:] == ["sendonly", "sendrecv"], dirs
-                await asyncio.sleep(1.2)
-                assert caller.heard("out", 440, since=req["t"]) >= 1  # the bot greets again
+                assert await caller.wait_heard("out", 440, n=1, since=req["t"], timeout=3)  # the bot greets again
                 assert not rec.disconnected and b.server.engine.calls  # still up
             finally:
                 await caller.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -25,6 +26,23 @@ from callbot.bench.latency import _patch_report_heard, install_gap_counter
 FIXTURES = ["horaires.wav", "lampadaire.wav", "adresse.wav", "description.wav", "etat_civil.wav",
             "oui_exactement.wav"]
 PERIOD_S = 8.0
+
+
+def clean_delays(report, kind: str) -> list[float | None]:
+    """Caller-side delays of turns that ended while the bot was silent.
+
+    With a fixed cadence a caller sometimes finishes speaking while the bot is still
+    talking (a prompt that does not allow barge-in, or a long one): the "next onset" is
+    then a sentence of that prompt, not a reply. Those turns are left out.
+    """
+    out = []
+    for t in report.turns:
+        if t.kind != kind or not t.end:
+            continue
+        if any(s < t.end < e for s, e in report.bot_speech):
+            continue
+        out.append(t.delay)
+    return out
 
 
 def caller_script(rng: random.Random, turns: int, period: float) -> list:
@@ -54,10 +72,11 @@ async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float
                                   account_sid=S.ACCOUNT_SID, rest=rest, timeout=turns * period * 1.3 + 30,
                                   hangup_after=1.0)
     except Exception as e:  # a refused/failed call is a result, not a crash of the bench
-        return {"answered": False, "completed": False, "greeting": None, "v2v": [], "dtmf": [],
+        return {"answered": False, "completed": False, "greeting": None, "v2v": [], "v2v_clean": [], "dtmf": [],
                 "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
     heard = getattr(report, "_heard", None)
     return {
+        "v2v_clean": clean_delays(report, "say"),
         "answered": report.greeting_latency is not None,
         "completed": report.completed,
         "greeting": report.greeting_latency,
@@ -77,6 +96,7 @@ async def run(args: argparse.Namespace) -> dict:
     install_gap_counter()
     _patch_report_heard()
     env = dict(kv.split("=", 1) for kv in args.env)
+    me = S.ProcSampler(os.getpid())
     srv = S.start_server(**env)
     results: list[dict] = []
     rng = random.Random(args.seed)
@@ -100,6 +120,7 @@ async def run(args: argparse.Namespace) -> dict:
             sampler_task.cancel()
         proc = sampler.summary()
         proc["rss_mb_idle"] = sampler.rss[0]
+        proc["caller_cpu_pct"] = me.summary()["cpu_pct_mean"]
     finally:
         S.stop_server(srv)
     greet = [r["greeting"] for r in results]
@@ -111,7 +132,8 @@ async def run(args: argparse.Namespace) -> dict:
         "failed": sum(not r["answered"] for r in results),
         "answered_within_1s": sum(g is not None and g <= 1.0 for g in greet),
         "greeting": S.stats(greet),
-        "voice_to_voice": S.stats(v2v),
+        "voice_to_voice": S.stats([v for r in results for v in r.get("v2v_clean", [])]),
+        "voice_to_voice_all": S.stats(v2v),
         "dtmf_to_voice": S.stats([v for r in results for v in r["dtmf"]]),
         "missing_replies": sum(v is None for v in v2v),
         "underruns": sum(r["underruns"] for r in results),
@@ -135,12 +157,13 @@ def print_summary(s: dict) -> None:
     print(f"  calls placed {s['placed']}, answered {s['answered']}, failed {s['failed']}, "
           f"greeting within 1 s {s['answered_within_1s']}/{s['placed']}")
     print(line("greeting", s["greeting"]))
-    print(line("voice-to-voice", s["voice_to_voice"]))
+    print(line("voice-to-voice", s["voice_to_voice"]) + "  (turns ending while the bot was silent)")
     print(line("dtmf-to-voice", s["dtmf_to_voice"]))
     print(f"  speech turns without a reply {s['missing_replies']}, underruns {s['underruns']} "
           f"({s['underrun_s']} s), late caller frames {s['late_caller_frames']}")
     print(f"  server CPU {sv['cpu_pct_mean']} % mean ({sv['cpu_pct_max']} % max of 200), "
-          f"RSS {sv['rss_mb_idle']:.0f} MB idle -> {sv['rss_mb_max']:.0f} MB max")
+          f"RSS {sv['rss_mb_idle']:.0f} MB idle -> {sv['rss_mb_max']:.0f} MB max; "
+          f"the callers' own process {sv['caller_cpu_pct']} % (same machine)")
     for e in s["errors"]:
         print(f"  error: {e[:200]}")
 

@@ -7,6 +7,17 @@ speak, barge-in policy, endpointing, the no-input timer, and the end of the
 call. It routes **once per caller turn**: a transcript is held while the
 caller is still speaking and joined with the next one.
 
+Endpointing: the VAD reports short pauses (``endpointing.PAUSE_SECS``) so Whisper
+starts decoding while the caller may still go on; this processor decides when the turn
+is over (``endpointing.wait_secs``: the node's hint for unfinished-sounding text, much
+less for a finished sentence) and routes then. If the caller resumes before that, the
+turn goes on and the recogniser re-decodes the whole turn (``WhisperSTT``), whose
+transcript replaces the partial one.
+
+Degraded (keypad) mode, when the process is beyond its speech-recognition capacity
+(``admission.py``): the call is still answered at once, with pre-rendered prompts, on
+the flow's keypad menu; caller speech is ignored.
+
 Timing (server side) is measured here too: end of caller speech -> first bot
 audio, for speech and keypad turns, recorded as ``TurnLatency`` events.
 """
@@ -35,6 +46,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callbot import events as ev
+from callbot.flows.endpointing import wait_secs
 from callbot.flows.types import FlowSession, Listen, Turn
 from callbot.recorder import CallRecorder
 
@@ -52,6 +64,8 @@ class FlowProcessor(FrameProcessor):
         vad: VADAnalyzer | None = None,
         default_end_of_turn_secs: float = 0.5,
         on_final_turn: Callable[[Turn], Awaitable[None] | None] | None = None,
+        on_turn_routed: Callable[[], None] | None = None,
+        keypad_only: bool = False,
     ) -> None:
         super().__init__(name="flow")
         self.session = session
@@ -75,6 +89,9 @@ class FlowProcessor(FrameProcessor):
         self._turn_flow_ms: float | None = None
         self._started_mono = 0.0
         self._answered = False
+        self._on_turn_routed = on_turn_routed  # tells the recogniser a new turn starts
+        self._endpoint_task: asyncio.Task | None = None
+        self.keypad_only = keypad_only
 
     # ------------------------------------------------------------------ frames
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -83,14 +100,16 @@ class FlowProcessor(FrameProcessor):
         if isinstance(frame, StartFrame):
             await self.push_frame(frame, direction)
             self._started_mono = time.monotonic()
-            await self._apply(self.session.start())
+            await self._apply(keypad_turn(self.session) if self.keypad_only else self.session.start())
         elif isinstance(frame, VADUserStartedSpeakingFrame):
-            await self._on_user_started()
+            if not self.keypad_only:
+                await self._on_user_started()
             await self.push_frame(frame, direction)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
-            self._user_speaking = False
-            self._turn_end_wall = frame.timestamp - frame.stop_secs
-            self._turn_trigger = "speech"
+            if not self.keypad_only:
+                self._user_speaking = False
+                self._turn_end_wall = frame.timestamp - frame.stop_secs
+                self._turn_trigger = "speech"
             await self.push_frame(frame, direction)
         elif isinstance(frame, TranscriptionFrame):
             await self._on_transcript(frame)
@@ -114,6 +133,7 @@ class FlowProcessor(FrameProcessor):
     async def _on_user_started(self) -> None:
         self._user_speaking = True
         self._cancel_no_input()
+        self._cancel_endpoint()
         self._speech_during_bot = self._bot_speaking
         if self._bot_speaking and self._listen.barge_in and self.final_turn is None:
             await self.broadcast_interruption()
@@ -123,32 +143,76 @@ class FlowProcessor(FrameProcessor):
         text = (frame.text or "").strip()
         asr_ms = _asr_ms(frame)
         self.recorder.emit(ev.Transcript(text=text, asr_ms=asr_ms, node=self.session.node))
-        if self.final_turn is not None:
+        if self.final_turn is not None or self.keypad_only:
             return
         if self._speech_during_bot and not self._listen.barge_in:
             log.debug("ignored speech over a non-interruptible prompt: %r", text)
             return
         if text:
-            self._pending_text.append(text)
-            self._pending_asr_ms += asr_ms or 0.0
-        if self._user_speaking:
-            return  # the caller went on talking: join with the next transcript
+            if getattr(frame.result, "segments", 1) > 1:
+                # a re-decode of the whole turn so far: it supersedes the partial transcripts
+                self._pending_text = [text]
+                self._pending_asr_ms = asr_ms or 0.0
+            else:
+                self._pending_text.append(text)
+                self._pending_asr_ms += asr_ms or 0.0
+        await self._maybe_end_turn()
+
+    async def _maybe_end_turn(self) -> None:
+        """Route now, or when the silence reaches what the policy asks for this text."""
+        self._cancel_endpoint()
+        if self._user_speaking or self.final_turn is not None:
+            return  # the caller went on talking: the turn goes on
         if not self._pending_text:
             self._arm_no_input()
             return
         said = " ".join(self._pending_text)
+        wait = wait_secs(said, self._listen.end_of_turn_secs, self._default_eot)
+        silent = time.time() - self._turn_end_wall if self._turn_end_wall is not None else wait
+        if silent >= wait:
+            await self._end_speech_turn()
+        else:
+            self._endpoint_task = self.create_task(self._endpoint_after(wait - silent), "end-of-turn")
+
+    async def _endpoint_after(self, secs: float) -> None:
+        await asyncio.sleep(secs)
+        self._endpoint_task = None
+        if not self._user_speaking and self.final_turn is None:
+            await self._end_speech_turn()
+
+    async def _end_speech_turn(self) -> None:
+        if not self._pending_text:
+            return
+        said = " ".join(self._pending_text)
         self._turn_asr_ms = self._pending_asr_ms or None
         self._pending_text, self._pending_asr_ms = [], 0.0
+        if self._on_turn_routed:
+            self._on_turn_routed()
         await self._route(lambda: self.session.hear(said))
 
-    def on_nothing_recognised(self) -> None:
+    async def on_nothing_recognised(self) -> None:
         """A speech segment gave no usable text (noise, cough, unintelligible): keep listening.
 
         Not a no-match: line noise would make the bot say "pardon ?" over and over. If the
-        caller then stays silent, the no-input timer reprompts as usual.
+        caller then stays silent, the no-input timer reprompts as usual. Text already heard
+        in this turn (before a pause) is routed as usual.
         """
-        if self.final_turn is None and not self._user_speaking and not self._pending_text:
-            self._arm_no_input()
+        if self.final_turn is None and not self._user_speaking:
+            await self._maybe_end_turn()
+
+    async def on_asr_busy(self) -> None:
+        """Speech recognition is over capacity: go on with this call on the keypad menu."""
+        if self.keypad_only or self.final_turn is not None:
+            return
+        self.keypad_only = True
+        self._cancel_endpoint()
+        self._pending_text, self._pending_asr_ms = [], 0.0
+        self.recorder.emit(ev.ErrorEvent(code="asr_busy", message="speech recognition over capacity: keypad menu",
+                                         stage="asr"))
+        if self._bot_speaking:
+            await self.broadcast_interruption()
+            self._bot_speaking = False
+        await self._apply(keypad_turn(self.session))
 
     async def _on_digit(self, digit: str) -> None:
         if self.final_turn is not None:
@@ -221,16 +285,8 @@ class FlowProcessor(FrameProcessor):
             await self.push_frame(EndWorkerFrame(reason=reason))
             return
         self._listen = turn.listen or Listen()
-        self._set_end_of_turn(self._listen.end_of_turn_secs or self._default_eot)
         if not turn.say:
             self._arm_no_input()
-
-    def _set_end_of_turn(self, secs: float) -> None:
-        if self._vad is None or self._user_speaking:
-            return
-        params = self._vad.params
-        if abs(params.stop_secs - secs) > 1e-3:
-            self._vad.set_params(params.model_copy(update={"stop_secs": secs}))
 
     # ------------------------------------------------------------------ timers
     def _arm_no_input(self) -> None:
@@ -251,6 +307,12 @@ class FlowProcessor(FrameProcessor):
             if task is not asyncio.current_task():
                 task.cancel()
 
+    def _cancel_endpoint(self) -> None:
+        if self._endpoint_task:
+            task, self._endpoint_task = self._endpoint_task, None
+            if task is not asyncio.current_task():
+                task.cancel()
+
     def _cancel_digit_timer(self) -> None:
         if self._digit_task:
             task, self._digit_task = self._digit_task, None
@@ -260,7 +322,19 @@ class FlowProcessor(FrameProcessor):
     async def cleanup(self) -> None:
         self._cancel_no_input()
         self._cancel_digit_timer()
+        self._cancel_endpoint()
         await super().cleanup()
+
+
+def keypad_turn(session: FlowSession) -> Turn:
+    """The flow's keypad menu, introduced by its "use your keypad" message (all pre-rendered)."""
+    flow = getattr(session, "flow", None)
+    goto = getattr(session, "_goto", None)
+    if flow is None or goto is None:  # another FlowSession implementation: its own start
+        return session.start()
+    out: list = []
+    session.say(out, flow.spec.messages.offer_menu)
+    return goto(flow.settings.main_menu, out, [])
 
 
 def _asr_ms(frame: TranscriptionFrame) -> float | None:

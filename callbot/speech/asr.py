@@ -66,6 +66,8 @@ class AsrResult:
     rejected: str | None = None  # "no_speech" | "repetitive" | "low_confidence" | "empty"
     window: str = "full"
     queue_ms: float = 0.0  # time waiting for a decode slot (atranscribe only)
+    turn: int = 0  # WhisperSTT: the caller turn this segment belongs to
+    segments: int = 1  # WhisperSTT: >1 = a re-decode of the whole turn so far (supersedes)
 
 
 def _compression_ratio(text: str) -> float:
@@ -115,6 +117,11 @@ class SharedWhisper:
         self.window: Window = window or getattr(settings, "asr_window", "short")
         self.padding_s: float = float(padding_s if padding_s is not None else getattr(settings, "asr_window_padding_s", 6.0))
         self.max_concurrent: int = int(max_concurrent or getattr(settings, "asr_max_concurrent", 2))
+        from callbot.admission import AsrAdmission
+
+        self.admission = AsrAdmission(int(getattr(settings, "max_asr_calls", 0) or 0),
+                                      int(getattr(settings, "max_asr_queue", 0) or 0))
+        self.waiting = 0  # decodes waiting for a slot (all calls of this process)
         self.model_dir = model_dir or whisper_model_dir(settings, progress)
         t0 = time.monotonic()
         try:
@@ -135,6 +142,14 @@ class SharedWhisper:
 
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="asr")
+        try:  # the shared Silero session and the call path's imports (pipecat pipeline, ~0.2 s):
+            # otherwise the first call after start-up paid for them before its greeting
+            import callbot.call  # noqa: F401
+            from callbot.speech.vad import preload
+
+            preload()
+        except Exception:  # pragma: no cover - VAD problems surface at the first call
+            log.exception("could not preload the Silero VAD")
         self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
         self._sems_lock = threading.Lock()
         log.info(
@@ -244,7 +259,11 @@ class SharedWhisper:
         """
         sem = self._semaphore()
         t0 = time.perf_counter()
-        await sem.acquire()
+        self.waiting += 1
+        try:
+            await sem.acquire()
+        finally:
+            self.waiting -= 1
         queue_ms = (time.perf_counter() - t0) * 1000
         try:
             fut = asyncio.get_running_loop().run_in_executor(
@@ -272,6 +291,18 @@ from pipecat.transcriptions.language import Language  # noqa: E402
 from pipecat.utils.time import time_now_iso8601  # noqa: E402
 
 
+class _Segment(bytes):
+    """PCM handed to ``run_stt`` through pipecat's segment queue, tagged with its turn."""
+
+    turn: int = 0
+    segments: int = 1
+    seq: int = 0
+
+
+PRE_ROLL_S = 1.6  # audio kept before the VAD start (see WhisperSTT.setup)
+MAX_TURN_AUDIO_S = 20.0  # beyond this, a resumed turn is decoded segment by segment again
+
+
 class WhisperSTT(SegmentedSTTService):
     """Per-call pipecat STT that borrows the process-wide ``SharedWhisper``.
 
@@ -282,6 +313,17 @@ class WhisperSTT(SegmentedSTTService):
     segments produce no frame, but the ``on_asr_result`` event fires for every
     segment so the flow can count "please repeat" cases.
     ``vocabulary()`` is called per segment and sent as the Whisper prompt.
+
+    Early decoding: the VAD closes a segment at a short pause, so the decode starts
+    while the caller may still go on. When the caller resumes within the same turn,
+    the next segment is decoded *with* the turn's earlier audio (``result.segments`` >
+    1: the flow replaces the partial transcript), so a sentence cut at a pause is still
+    heard whole; a queued segment superseded by a newer one of the same turn is skipped.
+    ``new_turn()`` (called by the flow when it routes) starts afresh.
+
+    Admission: with ``speech_enabled`` False (keypad mode) nothing is decoded; when the
+    process's decode queue is full (``AsrAdmission.admit_decode``), the segment is not
+    queued and ``on_asr_busy`` fires, so the flow moves the call to the keypad menu.
     """
 
     def __init__(
@@ -290,23 +332,73 @@ class WhisperSTT(SegmentedSTTService):
         vocabulary: Callable[[], str | None] | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("audio_passthrough", False)  # nothing downstream uses caller audio
         super().__init__(settings=STTSettings(model=str(shared.model_dir), language=shared.language), **kwargs)
         self._shared = shared
         self._vocabulary = vocabulary
         self._language = Language(shared.language) if shared.language in Language._value2member_map_ else None
         self._register_event_handler("on_asr_result")
+        self._register_event_handler("on_asr_busy")
+        self.speech_enabled = True
+        self._turn = 0
+        self._turn_audio = bytearray()
+        self._turn_segments = 0
+        self._seq = 0
 
     @property
     def wants_wav_segments(self) -> bool:
         return False  # raw PCM16: Whisper reads the buffer directly
 
+    async def setup(self, setup) -> None:
+        await super().setup(setup)
+        # Audio kept while nobody speaks = the pre-roll before the VAD's start (which fires
+        # ~0.5 s into speech). pipecat keeps 1 s, i.e. ~0.5 s of lead-in: Whisper base then
+        # heard "Merci, au revoir" as "Merci pour le droit." (fine with >= 1 s of lead-in).
+        self._audio_buffer_size_1s = int(PRE_ROLL_S * self.sample_rate) * 2
+
     def can_generate_metrics(self) -> bool:
         return True
+
+    def new_turn(self) -> None:
+        """The flow routed the caller's turn: the next speech starts a new one."""
+        self._turn += 1
+        self._turn_audio.clear()
+        self._turn_segments = 0
+
+    async def _handle_user_stopped_speaking(self, frame) -> None:
+        self._user_speaking = False
+        segment = bytes(self._audio_buffer)
+        self._audio_buffer.clear()
+        if not self.is_usable or not self.speech_enabled:
+            return
+        if not self._shared.admission.admit_decode(self._shared.waiting):
+            self.speech_enabled = False
+            self._shared.admission.degrade_call()
+            log.warning("ASR queue full (%d waiting): call moves to the keypad menu", self._shared.waiting)
+            await self._call_event_handler("on_asr_busy")
+            return
+        # pipecat's buffer restarts at the VAD stop and keeps 1 s while quiet, so after a
+        # short pause it holds exactly the audio since the previous segment: no overlap.
+        if len(self._turn_audio) + len(segment) > MAX_TURN_AUDIO_S * 2 * self.sample_rate:
+            self._turn_audio.clear()
+            self._turn_segments = 0
+        self._turn_audio += segment
+        self._turn_segments += 1
+        self._seq += 1
+        pcm = _Segment(bytes(self._turn_audio) + self._trailing_silence())
+        pcm.turn, pcm.segments, pcm.seq = self._turn, self._turn_segments, self._seq
+        self._record_stt_audio_usage(pcm)
+        await self.emit_stt_usage_metrics()
+        await self._segment_queue.put(pcm)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         if self.sample_rate != PIPELINE_IN_RATE:
             yield ErrorFrame(f"WhisperSTT needs {PIPELINE_IN_RATE} Hz input, got {self.sample_rate} Hz")
             return
+        turn, segments, seq = (getattr(audio, "turn", self._turn), getattr(audio, "segments", 1),
+                               getattr(audio, "seq", self._seq))
+        if seq < self._seq and turn == self._turn and self._turn_segments > segments:
+            return  # a newer decode of this same turn is queued: skip the stale one
         prompt = None
         if self._vocabulary is not None:
             try:
@@ -315,12 +407,14 @@ class WhisperSTT(SegmentedSTTService):
                 log.exception("vocabulary() failed; transcribing without prompt")
         await self.start_processing_metrics()
         try:
-            res = await self._shared.atranscribe(audio, prompt)
+            res = await self._shared.atranscribe(bytes(audio), prompt)
         finally:
             await self.stop_processing_metrics()
+        res.turn, res.segments = turn, segments
         log.info(
-            "asr %.2fs audio: %.0f ms (+%.0f ms queued) %s%r",
-            res.audio_s, res.asr_ms, res.queue_ms, f"[{res.rejected}] " if res.rejected else "", res.raw_text,
+            "asr %.2fs audio: %.0f ms (+%.0f ms queued)%s %s%r",
+            res.audio_s, res.asr_ms, res.queue_ms, f" [turn so far, {segments} segments]" if segments > 1 else "",
+            f"[{res.rejected}] " if res.rejected else "", res.raw_text,
         )
         await self._call_event_handler("on_asr_result", res)
         if res.text:

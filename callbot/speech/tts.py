@@ -21,6 +21,8 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import numpy as np
+
 from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
@@ -32,6 +34,23 @@ log = logging.getLogger(__name__)
 # Sentence ends: . ! ? … followed by space; keeps the punctuation with its sentence.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)")
 MIN_SENTENCE_CHARS = 20  # glue very short pieces ("Oui.") to the next one
+# Engines pad their output with silence (Pico: ~0.1-0.6 s). At the start of a reply it is
+# pure latency for the caller; at the end of the goodbye it delays the hang-up (the bot
+# waits for the playback mark). Keep a little so nothing is clipped.
+SILENCE_LEVEL = 200  # int16 amplitude below which audio counts as silence
+KEEP_LEAD_S = 0.02
+KEEP_TAIL_S = 0.25
+
+
+def trim_silence(pcm: bytes, rate: int, *, lead: bool = True, tail: bool = True) -> bytes:
+    """Cut leading/trailing silence of PCM16 down to ``KEEP_LEAD_S`` / ``KEEP_TAIL_S``."""
+    a = np.frombuffer(pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(a.astype(np.int32)) > SILENCE_LEVEL)
+    if not len(loud):
+        return pcm
+    start = max(0, int(loud[0]) - int(KEEP_LEAD_S * rate)) if lead else 0
+    end = min(len(a), int(loud[-1]) + 1 + int(KEEP_TAIL_S * rate)) if tail else len(a)
+    return a[start:end].tobytes()
 
 
 def split_sentences(text: str) -> list[str]:
@@ -96,11 +115,12 @@ class CachedTTS(TTSService):
             else:
                 pieces = split_sentences(text) if whole is None else [text]
             all_cached = True
-            for piece in pieces:
+            for i, piece in enumerate(pieces):
                 if isinstance(piece, str):
                     pcm, cached = await asyncio.to_thread(self._audio_for, piece)
                 else:
                     pcm, cached = piece
+                pcm = trim_silence(pcm, self.sample_rate, lead=i == 0, tail=i == len(pieces) - 1)
                 all_cached &= cached
                 if first_ms is None:
                     first_ms = (time.perf_counter() - t0) * 1000

@@ -119,7 +119,17 @@ async def main() -> int:
                                       track(call, f"xfer{len(calls)}")))
     emit("ready", uri=f"sip:{args.user}@127.0.0.1:{args.port}")
     if args.dial:
-        track(await ua.dial(args.dial), "out")
+        early: list = []  # events of the new call that can precede the Call object (see stack.dial)
+        catch = early.append
+        rt.subscribe(catch)
+        try:
+            call = await ua.dial(args.dial)
+        finally:
+            rt.unsubscribe(catch)
+        track(call, "out")
+        for ev in early:
+            if ev.call == call.handle:
+                call._on_stack_event(ev)
     stop = asyncio.Event()  # SIGTERM: hang up (BYE) and leave
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     deadline = time.monotonic() + args.secs

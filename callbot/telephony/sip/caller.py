@@ -570,10 +570,11 @@ def timeline(sent: tuple[bytes, int], received: tuple[bytes, int], *, establishe
 
 # ----------------------------------------------------------------------------- scripted call (scripts/call-sip)
 
-def _scenario_with_info(info: list[tuple[float, str]], duration: float) -> str:
-    """uac.xml with its INFO/BYE part replaced: INFO digits at given seconds after the
-    answer, BYE at ``duration`` s (sipp pauses are fixed when the scenario is written)."""
-    base = (SCENARIOS / "uac.xml").read_text()
+def _scenario_with_info(info: list[tuple[float, str]], duration: float, *, proxy: bool = False) -> str:
+    """uac.xml (uac_proxy.xml through a Record-Route proxy) with its INFO/BYE part replaced:
+    INFO digits at given seconds after the answer, BYE at ``duration`` s (sipp pauses are
+    fixed when the scenario is written)."""
+    base = (SCENARIOS / ("uac_proxy.xml" if proxy else "uac.xml")).read_text()
     head = base[: base.index('  <pause milliseconds="3500"/>')]
     info_tpl = base[base.index("  <send retrans=\"500\">\n    <![CDATA[\n\n      INFO"): base.index('  <pause milliseconds="1500"/>')]
     bye = base[base.index('  <pause milliseconds="1500"/>'):].replace('  <pause milliseconds="1500"/>\n', "")
@@ -614,10 +615,11 @@ class Step:
 async def scripted_call(target: str, steps: list[Step], *, codec: str = "PCMA", transport: str = "udp",
                         info: list[tuple[float, str]] | None = None, duration: float | None = None,
                         record: str | Path | None = None, workdir: str | Path | None = None,
-                        log=print) -> dict:
+                        proxy: bool = False, log=print) -> dict:
     """Call the bot: sipp does the signalling (and INFO digits), an ``RtpSink`` plays the
-    steps and records the bot. Returns a timeline (seconds after the 200 OK's first RTP)."""
-    wd = Path(workdir or os.environ.get("TMPDIR", "/tmp")) / f"call-sip-{os.getpid()}"
+    steps and records the bot. Returns a timeline (seconds after the 200 OK's first RTP).
+    ``proxy``: ``target`` is a Record-Route proxy (Kamailio) in front of the bot."""
+    wd = Path(workdir or os.environ.get("TMPDIR", "/tmp")) / f"call-sip-{os.getpid()}-{time.monotonic_ns()}"
     wd.mkdir(parents=True, exist_ok=True)
     sink = await RtpSink.open()
     audio: list[tuple[Step, bytes]] = []
@@ -634,7 +636,7 @@ async def scripted_call(target: str, steps: list[Step], *, codec: str = "PCMA", 
     est = sum(len(p) / 16000 + 4.0 for _, p in audio) + 4.0
     duration = duration or est
     scen = wd / "scenario.xml"
-    scen.write_text(_scenario_with_info(info or [], duration))
+    scen.write_text(_scenario_with_info(info or [], duration, proxy=proxy))
     events: list[dict] = []
     turns: list[dict] = []
     t_invite = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import concurrent.futures
 import ipaddress
 import logging
 import re
@@ -266,48 +267,78 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
 class _NativeReject:
     """Reject an incoming call with any status and extra headers, which the binding
-    (0.5.2a3) cannot: it only sends 486. Its extension module exports libbaresip and
-    libre, so this calls the same function its own reject uses, ``ua_hangupf(ua,
-    call, scode, reason, fmt, ...)``, with the status and headers we want. The call is
-    found by its SIP Call-ID (``uag_call_find``) and everything runs under libre's
-    lock (``re_thread_enter``/``re_thread_leave``), the sanctioned way for a foreign
-    thread to touch the stack. ``ua_hangupf`` emits the usual CALL_CLOSED, so the
-    binding's bookkeeping follows.
+    (0.5.2a3) cannot: it only sends 486.
+
+    The binding's extension module exports libbaresip and libre, so this calls the
+    function the binding's own reject uses, ``ua_hangupf(ua, call, scode, reason, fmt,
+    ...)`` (through ctypes), with the status and headers we want; the call is found by
+    its SIP Call-ID (``uag_call_find``). libre is single-threaded, so this must run
+    on the stack's thread: ``re_thread_enter()`` from another thread does **not**
+    exclude it here (measured: the stack kept answering OPTIONS while another thread
+    "held" it, and calling in from a worker thread corrupted the heap). The only
+    Python code that runs on that thread is the binding's event sink, so the sink is
+    wrapped: a reject is queued, a PING command is sent, and the wrapper runs the
+    queued job on the stack's thread just before the PING's completion goes on to the
+    binding — so the job is done when ``await runtime.cmd(PING)`` returns.
+    ``ua_hangupf`` emits the usual CALL_CLOSED, so the binding's bookkeeping follows.
     """
 
-    _instance: _NativeReject | None = None
-    _tried = False
     CALL_STATE_INCOMING = 1  # enum call_state: IDLE, INCOMING, OUTGOING, ...
+    _lib = None
 
-    def __init__(self) -> None:
+    def __init__(self, runtime) -> None:
         import ctypes
 
-        import baresip._native as native
+        from baresip import _events
+        from baresip._native import lib as bplib
 
-        lib = ctypes.CDLL(native.__file__)  # the already loaded module; CDLL releases the GIL
+        if _NativeReject._lib is None:
+            import baresip._native as native
+
+            lib = ctypes.CDLL(native.__file__)  # the already loaded module
+            lib.uag_call_find.restype, lib.uag_call_find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+            lib.call_state.restype, lib.call_state.argtypes = ctypes.c_int, [ctypes.c_void_p]
+            lib.call_get_ua.restype, lib.call_get_ua.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+            lib.ua_hangupf.restype = None  # variadic: argument types given per call
+            _NativeReject._lib = lib
         self._c = ctypes
-        self.enter, self.leave = lib.re_thread_enter, lib.re_thread_leave
-        self.enter.restype = self.leave.restype = None
-        self.find = lib.uag_call_find
-        self.find.restype, self.find.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-        self.state = lib.call_state
-        self.state.restype, self.state.argtypes = ctypes.c_int, [ctypes.c_void_p]
-        self.call_ua = lib.call_get_ua
-        self.call_ua.restype, self.call_ua.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
-        self.hangupf = lib.ua_hangupf  # variadic: argument types given per call
-        self.hangupf.restype = None
+        self._runtime = runtime
+        self._ping = bplib.BP_CMD_PING
+        self._events = _events
+        self._jobs: collections.deque = collections.deque()
+        self._next = _events.set_sink(self._sink)  # the binding's own sink (runtime._on_native_event)
+        if self._next is None:
+            _events.set_sink(None)
+            raise RuntimeError("no event sink installed (runtime not started?)")
 
-    @classmethod
-    def get(cls) -> _NativeReject | None:
-        if not cls._tried:
-            cls._tried = True
+    def close(self) -> None:
+        """Give the sink back to the binding (before the runtime closes)."""
+        if self._next is not None:
+            self._events.set_sink(self._next)
+            self._next = None
+
+    def _sink(self, ev, handle, payload) -> None:  # the stack's thread
+        while self._jobs:
+            call_id, status, extra, fut = self._jobs.popleft()
             try:
-                cls._instance = cls()
-            except (ImportError, OSError, AttributeError) as e:  # other binding build: 486 only
-                logger.warning("native SIP reject unavailable (%s): rejections will be 486", e)
-        return cls._instance
+                fut.set_result(self._reject_now(call_id, status, extra))
+            except Exception as e:  # noqa: BLE001 (handed to the waiting coroutine)
+                fut.set_exception(e)
+        nxt = self._next
+        if nxt is not None:
+            nxt(ev, handle, payload)
 
-    def reject(self, sip_call_id: str, status: int, headers: dict[str, str]) -> bool:
+    def _reject_now(self, call_id: str, status: int, extra: str) -> bool:  # the stack's thread
+        lib, c = self._lib, self._c
+        call = lib.uag_call_find(call_id.encode())
+        if not call or lib.call_state(call) != self.CALL_STATE_INCOMING:
+            return False
+        lib.ua_hangupf(c.c_void_p(lib.call_get_ua(call)), c.c_void_p(call), c.c_uint16(status),
+                       c.c_char_p(REASONS.get(status, "Rejected").encode()),
+                       c.c_char_p(b"%s" if extra else None), c.c_char_p(extra.encode()))
+        return True
+
+    async def reject(self, sip_call_id: str, status: int, headers: dict[str, str]) -> bool:
         """True when the stack sent the response (call found, still ringing)."""
         if not 300 <= status <= 699:
             raise ValueError(f"not a rejection status: {status}")
@@ -318,18 +349,10 @@ class _NativeReject:
             extra += f"{name}: {value}\r\n"
         if extra:  # libre writes the end of the headers itself only when given none
             extra += "Content-Length: 0\r\n\r\n"
-        c = self._c
-        self.enter()
-        try:
-            call = self.find(sip_call_id.encode())
-            if not call or self.state(call) != self.CALL_STATE_INCOMING:
-                return False
-            self.hangupf(c.c_void_p(self.call_ua(call)), c.c_void_p(call), c.c_uint16(status),
-                         c.c_char_p(REASONS.get(status, "Rejected").encode()),
-                         c.c_char_p(b"%s" if extra else None), c.c_char_p(extra.encode()))
-            return True
-        finally:
-            self.leave()
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.append((sip_call_id, status, extra, fut))
+        await self._runtime.cmd(self._ping, timeout=5)
+        return fut.result(timeout=1)
 
 
 # --------------------------------------------------------------------------- baresip adapter
@@ -382,11 +405,13 @@ class BaresipCall(SipCall):
         # The binding only sends 486; any other status (or extra headers) goes through
         # libbaresip's own ua_hangupf() (_NativeReject), 486 as the fallback.
         if status != 486 or headers:
-            native = _NativeReject.get()
+            native = self._engine._native
             if native is not None:
-                done = await asyncio.to_thread(native.reject, self.meta.sip_call_id, status, headers or {})
-                if done:
-                    return
+                try:
+                    if await native.reject(self.meta.sip_call_id, status, headers or {}):
+                        return
+                except (self._b.BaresipError, TimeoutError, concurrent.futures.TimeoutError) as e:
+                    logger.warning("SIP %s: native reject failed: %s", self.meta.sip_call_id, e)
                 if self._ended.is_set():
                     return
                 logger.warning("SIP %s: could not reject with %d; sending 486", self.meta.sip_call_id, status)
@@ -505,6 +530,7 @@ class BaresipEngine(SipEngine):
         self._tracker: _SourceTracker | None = None
         self._calls: set[BaresipCall] = set()
         self._on_incoming: IncomingHandler | None = None
+        self._native: _NativeReject | None = None
 
     @property
     def port(self) -> int:
@@ -567,6 +593,10 @@ class BaresipEngine(SipEngine):
             ua.on_incoming(self._incoming)
             self._uas.append(ua)
         self._ua = self._uas[0]
+        try:
+            self._native = _NativeReject(self._runtime)
+        except (ImportError, OSError, AttributeError, RuntimeError) as e:  # another binding build
+            logger.warning("native SIP reject unavailable (%s): every rejection will be 486", e)
         logger.info("SIP engine (baresip-python %s) listening on %s udp+tcp", baresip.__version__, listen)
 
     def _incoming(self, call) -> None:
@@ -590,8 +620,25 @@ class BaresipEngine(SipEngine):
         return await self._tracker.lookup(sip_call_id, timeout) if self._tracker else None
 
     async def dial(self, uri: str) -> SipCall:
-        call = await self._ua.dial(uri)
+        # The binding builds the Call (and subscribes it to events) only when the dial
+        # command's completion has reached the loop; events of the new call queued
+        # just behind that completion (RINGING, ESTABLISHED from a peer that answers
+        # at once) reach nobody, and the call would stay OUTGOING forever (seen with an
+        # auto-answering baresip, under load). Catch them from before the dial and
+        # replay them into the Call.
+        early: list = []
+        catch = early.append
+        self._runtime.subscribe(catch)
+        try:
+            call = await self._ua.dial(uri)
+        finally:
+            self._runtime.unsubscribe(catch)
         wrapped = BaresipCall(self, call, CallMeta(sip_call_id=call.call_id or "", to_uri=uri))
+        replay = getattr(call, "_on_stack_event", None)
+        for ev in early:
+            if ev.call == call.handle and replay is not None:
+                logger.debug("dial %s: replaying early %s", uri, ev.event.name)
+                replay(ev)
         self._calls.add(wrapped)
         return wrapped
 
@@ -602,6 +649,9 @@ class BaresipEngine(SipEngine):
             await c.hangup()
         if self._calls:
             await asyncio.sleep(0.2)  # let BYEs leave
+        if self._native is not None:
+            self._native.close()
+            self._native = None
         try:
             await self._runtime.close()
         finally:

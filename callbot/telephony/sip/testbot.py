@@ -51,6 +51,7 @@ class CallRecord:
     disconnected: bool = False
     transfer_result: bool | None = None
     transfer_outcome: object = None  # TransferOutcome of a REFER (status, reason)
+    transfer_secs: float = 0.0  # how long transfer()/bridge()/attended_transfer() took
 
 
 class ToneBot(FrameProcessor):
@@ -115,7 +116,9 @@ async def run_tone_bot(transport, info: CallInfo, control, record: CallRecord | 
     async def greeted():
         if transfer_to:
             await asyncio.sleep(greeting_secs + 0.3)  # let the greeting play out
+            t0 = time.monotonic()
             record.transfer_result = await control.transfer(transfer_to)
+            record.transfer_secs = time.monotonic() - t0
             record.transfer_outcome = getattr(control, "last_transfer", None)
 
     async def run_pipeline(transport, bot: ToneBot) -> None:
@@ -139,11 +142,13 @@ async def run_tone_bot(transport, info: CallInfo, control, record: CallRecord | 
                                           end_after_greeting=end_after_greeting or bool(handover),
                                           on_greeted=greeted))
     if handover and not record.disconnected:
+        t0 = time.monotonic()
         if bridge_to:
             record.transfer_result = await control.bridge(bridge_to)
         else:
             record.transfer_result = await control.attended_transfer(attended_to)
             record.transfer_outcome = getattr(control, "last_transfer", None)
+        record.transfer_secs = time.monotonic() - t0
         if not record.transfer_result and not transport.call.ended.is_set():
             # the caller is still with us: go on (a new pipeline on the same call)
             from callbot.telephony.sip.transport import SipTransport

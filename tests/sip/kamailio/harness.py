@@ -26,6 +26,17 @@ TEMPLATE = HERE / "kamailio.cfg"
 LOOPBACK = "127.0.0.1"
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM this child when the test process dies (even on a crash), so
+    an aborted run cannot leave workers or Kamailio holding ports (Linux prctl)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def module_dir() -> str | None:
     """Where the Debian package put its modules (``dpkg -L kamailio | grep dispatcher.so``)."""
     for d in ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
@@ -97,7 +108,8 @@ class Kamailio:
         for d in self.defines:
             cmd += ["-A", d]
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # own group: children go with it
+                                     start_new_session=True,  # own group: children go with it
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -195,7 +207,8 @@ class ToneWorker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "callbot.telephony.sip.testbot", "--port", str(self.port), "--name", self.name,
              "--max-calls", str(self.max_calls)],
-            cwd=ROOT, stdout=open(self.out, "ab"), stderr=open(self.err, "ab"), start_new_session=True)
+            cwd=ROOT, stdout=open(self.out, "ab"), stderr=open(self.err, "ab"), start_new_session=True,
+            preexec_fn=_die_with_parent)
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -1,0 +1,95 @@
+"""Pure pieces of the latency work: end-of-turn policy, ASR admission, silence trimming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from callbot.admission import AsrAdmission
+from callbot.flows.endpointing import DICTATION_SECS, FAST_SECS, sounds_unfinished, wait_secs
+from callbot.speech.tts import KEEP_LEAD_S, KEEP_TAIL_S, trim_silence
+
+
+@pytest.mark.parametrize("text", [
+    "Bonjour, je voudrais connaître les horaires d'ouverture de la mairie.",
+    "Non, merci.", "Oui.", "non", "Je voudrais un acte de naissance", "Il y a le feu dans l'immeuble d'à côté !",
+])
+def test_finished_sentences(text):
+    assert not sounds_unfinished(text)
+
+
+@pytest.mark.parametrize("text", [
+    "", "Bonjour,", "Je voudrais", "je voudrais parler à", "Au douze rue", "C'est pour un acte de",
+    "euh", "Bonjour", "Alors...", "le lampadaire et",
+])
+def test_unfinished_sentences(text):
+    assert sounds_unfinished(text)
+
+
+def test_finished_text_ends_the_turn_early_at_open_questions():
+    assert wait_secs("Je voudrais les horaires.", 0.8, 0.5) == FAST_SECS
+    assert wait_secs("Je voudrais les horaires.", None, 0.5) == FAST_SECS
+
+
+def test_unfinished_text_waits_for_the_node_hint_or_the_default():
+    assert wait_secs("Je voudrais", 0.8, 0.5) == 0.8
+    assert wait_secs("Je voudrais", None, 0.5) == 0.5
+
+
+def test_dictation_hints_are_always_honoured():
+    hint = DICTATION_SECS + 0.5
+    assert wait_secs("Au douze rue Victor Hugo.", hint, 0.5) == hint
+
+
+def test_a_hint_shorter_than_the_fast_path_wins():
+    assert wait_secs("Oui.", 0.2, 0.5) == 0.2
+
+
+def test_admission_limits_speech_calls_and_counts_keypad_calls():
+    a = AsrAdmission(max_calls=2)
+    assert a.admit_call() and a.admit_call()
+    assert not a.admit_call()
+    assert (a.speech_calls, a.keypad_calls) == (2, 1)
+    a.release_call(True)
+    assert a.admit_call()  # a slot freed up
+    a.release_call(False)
+    assert a.keypad_calls == 0
+
+
+def test_admission_without_limits_admits_everything():
+    a = AsrAdmission()
+    assert all(a.admit_call() for _ in range(100))
+    assert a.admit_decode(waiting=1000)
+
+
+def test_admission_refuses_decodes_past_the_queue_bound_and_degrades_the_call():
+    a = AsrAdmission(max_calls=10, max_queue=3)
+    assert a.admit_call()
+    assert a.admit_decode(waiting=2)
+    assert not a.admit_decode(waiting=3)
+    assert a.refused_decodes == 1
+    a.degrade_call()
+    assert (a.speech_calls, a.keypad_calls) == (0, 1)
+    a.release_call(False)
+    assert a.snapshot()["keypad_calls"] == 0
+
+
+def test_trim_silence_keeps_a_little_around_the_speech():
+    rate = 8000
+    speech = (np.sin(np.arange(rate) / 3) * 8000).astype("<i2")
+    pcm = np.concatenate([np.zeros(rate // 2, "<i2"), speech, np.zeros(rate, "<i2")]).tobytes()
+    out = np.frombuffer(trim_silence(pcm, rate), "<i2")
+    lead = np.flatnonzero(np.abs(out) > 200)[0]
+    tail = len(out) - 1 - np.flatnonzero(np.abs(out) > 200)[-1]
+    assert lead <= KEEP_LEAD_S * rate + 1
+    assert tail <= KEEP_TAIL_S * rate + 1
+    assert len(out) >= rate - 10  # the speech itself is untouched
+
+
+def test_trim_silence_can_keep_one_side_and_leaves_silence_alone():
+    rate = 8000
+    pcm = np.concatenate([np.zeros(4000, "<i2"), np.full(800, 5000, "<i2"), np.zeros(4000, "<i2")]).tobytes()
+    assert trim_silence(pcm, rate, lead=False, tail=False) == pcm
+    assert len(trim_silence(pcm, rate, lead=False)) > 4000 * 2
+    silent = bytes(1600)
+    assert trim_silence(silent, rate) == silent
