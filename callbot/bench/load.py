@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import sys
 import time
 
@@ -26,6 +27,27 @@ from callbot.bench.latency import _patch_report_heard, install_gap_counter
 FIXTURES = ["horaires.wav", "lampadaire.wav", "adresse.wav", "description.wav", "etat_civil.wav",
             "oui_exactement.wav"]
 PERIOD_S = 8.0
+ASR_LINE = re.compile(r"asr ([\d.]+)s audio: (\d+) ms \(\+(\d+) ms queued(?:, beam (\d+))?\)( \[turn so far)?")
+
+
+def asr_summary(log_text: str) -> dict:
+    """Where the server's Whisper time went, read from its INFO log (one line per decode)."""
+    rows = [m.groups() for m in ASR_LINE.finditer(log_text)]
+    decode = [int(r[1]) / 1000 for r in rows]
+    queued = [int(r[2]) / 1000 for r in rows]
+    beams: dict[str, int] = {}
+    for r in rows:
+        beams[r[3] or "?"] = beams.get(r[3] or "?", 0) + 1
+    return {
+        "decodes": len(rows),
+        "redecodes": sum(1 for r in rows if r[4]),
+        "audio_s": S.stats([float(r[0]) for r in rows]),
+        "decode": S.stats(decode),
+        "queued": S.stats(queued),
+        "beams": beams,
+        "keypad_calls": log_text.count(": keypad mode"),
+        "degraded_calls": log_text.count("ASR queue full"),
+    }
 
 
 def clean_delays(report, kind: str) -> list[float | None]:
@@ -123,6 +145,7 @@ async def run(args: argparse.Namespace) -> dict:
         proc["caller_cpu_pct"] = me.summary()["cpu_pct_mean"]
     finally:
         S.stop_server(srv)
+        asr = asr_summary(srv.log_path.read_text(errors="replace")) if srv.log_path.exists() else {}
     greet = [r["greeting"] for r in results]
     v2v = [v for r in results for v in r["v2v"]]
     return {
@@ -140,6 +163,7 @@ async def run(args: argparse.Namespace) -> dict:
         "underrun_s": round(sum(r["underrun_s"] for r in results), 3),
         "late_caller_frames": sum(r.get("late_frames", 0) for r in results),
         "server": proc,
+        "asr": asr,
         "errors": sorted({e for r in results for e in r["errors"]})[:10],
     }
 
@@ -164,6 +188,12 @@ def print_summary(s: dict) -> None:
     print(f"  server CPU {sv['cpu_pct_mean']} % mean ({sv['cpu_pct_max']} % max of 200), "
           f"RSS {sv['rss_mb_idle']:.0f} MB idle -> {sv['rss_mb_max']:.0f} MB max; "
           f"the callers' own process {sv['caller_cpu_pct']} % (same machine)")
+    a = s.get("asr") or {}
+    if a.get("decodes"):
+        print(f"  server ASR: {a['decodes']} decodes ({a['redecodes']} re-decodes of a resumed turn), beams {a['beams']}; "
+              f"decode p50/p95 {a['decode']['p50'] * 1000:.0f}/{a['decode']['p95'] * 1000:.0f} ms, "
+              f"queued p50/p95 {a['queued']['p50'] * 1000:.0f}/{a['queued']['p95'] * 1000:.0f} ms; "
+              f"calls in keypad mode {a['keypad_calls']} at start, {a['degraded_calls']} mid-call")
     for e in s["errors"]:
         print(f"  error: {e[:200]}")
 

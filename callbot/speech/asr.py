@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 import weakref
@@ -65,6 +66,7 @@ class AsrResult:
     raw_text: str = ""  # what Whisper said before rejection
     rejected: str | None = None  # "no_speech" | "repetitive" | "low_confidence" | "empty"
     window: str = "full"
+    beam: int = 0  # beam size used (busy_beam_size under load)
     queue_ms: float = 0.0  # time waiting for a decode slot (atranscribe only)
     turn: int = 0  # WhisperSTT: the caller turn this segment belongs to
     segments: int = 1  # WhisperSTT: >1 = a re-decode of the whole turn so far (supersedes)
@@ -113,6 +115,7 @@ class SharedWhisper:
 
         self.language: str = getattr(settings, "asr_language", "fr") or "fr"
         self.beam_size: int = int(getattr(settings, "asr_beam_size", 5))
+        self.busy_beam_size: int = min(self.beam_size, int(getattr(settings, "asr_busy_beam_size", self.beam_size)))
         self.threads: int = int(getattr(settings, "asr_threads", 1))
         self.window: Window = window or getattr(settings, "asr_window", "short")
         self.padding_s: float = float(padding_s if padding_s is not None else getattr(settings, "asr_window_padding_s", 6.0))
@@ -122,6 +125,7 @@ class SharedWhisper:
         self.admission = AsrAdmission(int(getattr(settings, "max_asr_calls", 0) or 0),
                                       int(getattr(settings, "max_asr_queue", 0) or 0))
         self.waiting = 0  # decodes waiting for a slot (all calls of this process)
+        self.running = 0  # decodes in progress (event-loop side bookkeeping)
         self.model_dir = model_dir or whisper_model_dir(settings, progress)
         t0 = time.monotonic()
         try:
@@ -141,7 +145,9 @@ class SharedWhisper:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
-        self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="asr")
+        self.nice: int = int(getattr(settings, "asr_nice", 0))
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            self.max_concurrent, thread_name_prefix="asr", initializer=self._lower_priority)
         try:  # the shared Silero session and the call path's imports (pipecat pipeline, ~0.2 s):
             # otherwise the first call after start-up paid for them before its greeting
             import callbot.call  # noqa: F401
@@ -158,28 +164,42 @@ class SharedWhisper:
             f" +{self.padding_s:g}s" if self.window == "short" else "", self.max_concurrent,
         )
 
+    def _lower_priority(self) -> None:
+        """Decode threads yield the CPU to the event loop (Linux nice is per thread).
+
+        Under load the event loop paces every call's outgoing audio: if it waits behind
+        two Whisper threads, callers hear gaps. A late transcript costs less than a gap.
+        """
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:  # pragma: no cover - not permitted in some containers
+                log.warning("could not lower the ASR threads' priority")
+
     # ------------------------------------------------------------------ sync
-    def transcribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None) -> AsrResult:
+    def transcribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None,
+                   beam_size: int | None = None) -> AsrResult:
         """Transcribe 16 kHz mono PCM16. Blocking: call from a worker thread."""
         audio = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
         audio_s = len(audio) / PIPELINE_IN_RATE
         mode = window or self.window
+        beam = beam_size or self.beam_size
         if mode == "short" and audio_s + self.padding_s > MAX_WINDOW_S:
             mode = "full"  # long turns: the stock path walks 30 s windows
         t0 = time.perf_counter()
         if audio_s < 0.1:
             raw, no_speech, logprob = "", 1.0, 0.0
         elif mode == "short":
-            raw, no_speech, logprob = self._decode_short(audio, audio_s, prompt)
+            raw, no_speech, logprob = self._decode_short(audio, audio_s, prompt, beam)
         else:
-            raw, no_speech, logprob = self._decode_full(audio, audio_s, prompt)
+            raw, no_speech, logprob = self._decode_full(audio, audio_s, prompt, beam)
         asr_ms = (time.perf_counter() - t0) * 1000
         raw = raw.strip()
         ratio = _compression_ratio(raw)
         rejected = _judge(raw, no_speech, logprob, ratio)
         res = AsrResult(
             text="" if rejected else raw, audio_s=audio_s, asr_ms=asr_ms, no_speech_prob=no_speech,
-            avg_logprob=logprob, compression_ratio=ratio, raw_text=raw, rejected=rejected, window=mode,
+            avg_logprob=logprob, compression_ratio=ratio, raw_text=raw, rejected=rejected, window=mode, beam=beam,
         )
         log.debug("asr %.2fs audio in %.0f ms (%s): %r%s", audio_s, asr_ms, mode, raw,
                   f" rejected={rejected}" if rejected else "")
@@ -196,7 +216,8 @@ class SharedWhisper:
             tokens = [tok.sot_prev, *prev]
         return [*tokens, *tok.sot_sequence, tok.no_timestamps]
 
-    def _decode_short(self, audio: np.ndarray, audio_s: float, prompt: str | None) -> tuple[str, float, float]:
+    def _decode_short(self, audio: np.ndarray, audio_s: float, prompt: str | None,
+                      beam: int) -> tuple[str, float, float]:
         fe = self.model.feature_extractor
         mel = fe(audio)[..., :-1]  # same features as transcribe(), without the 30 s pad
         frames = min(fe.nb_max_frames, mel.shape[-1] + int(self.padding_s / fe.time_per_frame))
@@ -207,7 +228,7 @@ class SharedWhisper:
         max_length = min(self.model.max_length, len(prompt_ids) + self._max_new_tokens(audio_s))
         common = dict(max_length=max_length, return_scores=True, return_no_speech_prob=True,
                       suppress_blank=True, suppress_tokens=self._suppress, no_repeat_ngram_size=3)
-        best = self._generate(enc, prompt_ids, common, beam_size=self.beam_size)
+        best = self._generate(enc, prompt_ids, common, beam_size=beam)
         if best[3] in ("repetitive", "low_confidence") and FALLBACK_TEMPERATURE:
             # One bounded fallback, as faster-whisper does at 0.2, 0.4 … 1.0 but once: sample
             # a few hypotheses from the same encoder output (decoder-only cost) and keep the
@@ -227,9 +248,10 @@ class SharedWhisper:
         no_speech = float(result.no_speech_prob)
         return text, no_speech, logprob, _judge(text, no_speech, logprob, _compression_ratio(text))
 
-    def _decode_full(self, audio: np.ndarray, audio_s: float, prompt: str | None) -> tuple[str, float, float]:
+    def _decode_full(self, audio: np.ndarray, audio_s: float, prompt: str | None,
+                     beam: int) -> tuple[str, float, float]:
         segments, _ = self.model.transcribe(
-            audio, language=self.language, beam_size=self.beam_size, initial_prompt=prompt or None,
+            audio, language=self.language, beam_size=beam, initial_prompt=prompt or None,
             condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
             temperature=(0.0, 0.4),  # one bounded fallback, not six
             compression_ratio_threshold=COMPRESSION_RATIO_MAX, log_prob_threshold=LOGPROB_MIN,
@@ -265,14 +287,24 @@ class SharedWhisper:
         finally:
             self.waiting -= 1
         queue_ms = (time.perf_counter() - t0) * 1000
+        # Under load (another decode running or waiting) greedy decoding: the encoder is
+        # the same, the beam's decoder steps are not (scripts/bench-asr --beam 1).
+        beam = self.busy_beam_size if (self.running or self.waiting) else self.beam_size
+        self.running += 1
+
+        def done(_f) -> None:
+            self.running -= 1
+            sem.release()
+
         try:
             fut = asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: self.transcribe(pcm16k, prompt, window=window)
+                self._executor, lambda: self.transcribe(pcm16k, prompt, window=window, beam_size=beam)
             )
         except BaseException:
+            self.running -= 1
             sem.release()
             raise
-        fut.add_done_callback(lambda _f: sem.release())
+        fut.add_done_callback(done)
         res = await asyncio.shield(fut)
         res.queue_ms = queue_ms
         return res
@@ -353,7 +385,8 @@ class WhisperSTT(SegmentedSTTService):
         await super().setup(setup)
         # Audio kept while nobody speaks = the pre-roll before the VAD's start (which fires
         # ~0.5 s into speech). pipecat keeps 1 s, i.e. ~0.5 s of lead-in: Whisper base then
-        # heard "Merci, au revoir" as "Merci pour le droit." (fine with >= 1 s of lead-in).
+        # heard "Merci, au revoir" as "Merci pour le droit." (fine with >= 1 s of lead-in on one
+        # CPU; on another the same clip failed at every lead-in: short goodbyes stay fragile).
         self._audio_buffer_size_1s = int(PRE_ROLL_S * self.sample_rate) * 2
 
     def can_generate_metrics(self) -> bool:
@@ -412,8 +445,8 @@ class WhisperSTT(SegmentedSTTService):
             await self.stop_processing_metrics()
         res.turn, res.segments = turn, segments
         log.info(
-            "asr %.2fs audio: %.0f ms (+%.0f ms queued)%s %s%r",
-            res.audio_s, res.asr_ms, res.queue_ms, f" [turn so far, {segments} segments]" if segments > 1 else "",
+            "asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d)%s %s%r",
+            res.audio_s, res.asr_ms, res.queue_ms, res.beam, f" [turn so far, {segments} segments]" if segments > 1 else "",
             f"[{res.rejected}] " if res.rejected else "", res.raw_text,
         )
         await self._call_event_handler("on_asr_result", res)
