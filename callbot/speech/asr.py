@@ -127,15 +127,16 @@ class SharedWhisper:
         self.waiting = 0  # decodes waiting for a slot (all calls of this process)
         self.running = 0  # decodes in progress (event-loop side bookkeeping)
         self.model_dir = model_dir or whisper_model_dir(settings, progress)
+        self.nice: int = int(getattr(settings, "asr_nice", 0))
         t0 = time.monotonic()
         try:
-            self.model = WhisperModel(
+            self.model = self._niced(lambda: WhisperModel(
                 str(self.model_dir),
                 device="cpu",
                 compute_type="int8",
                 cpu_threads=self.threads,
                 num_workers=self.max_concurrent,
-            )
+            ))
         except Exception as e:  # CTranslate2 raises RuntimeError/ValueError on bad folders
             raise ModelError(f"cannot load Whisper model from {self.model_dir}: {e}", code="asr_load_failed") from e
         self.load_s = time.monotonic() - t0
@@ -145,9 +146,7 @@ class SharedWhisper:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
-        self.nice: int = int(getattr(settings, "asr_nice", 0))
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            self.max_concurrent, thread_name_prefix="asr", initializer=self._lower_priority)
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="asr")
         try:  # the shared Silero session and the call path's imports (pipecat pipeline, ~0.2 s):
             # otherwise the first call after start-up paid for them before its greeting
             import callbot.call  # noqa: F401
@@ -164,17 +163,34 @@ class SharedWhisper:
             f" +{self.padding_s:g}s" if self.window == "short" else "", self.max_concurrent,
         )
 
-    def _lower_priority(self) -> None:
-        """Decode threads yield the CPU to the event loop (Linux nice is per thread).
+    def _niced(self, build: Callable[[], Any]) -> Any:
+        """Build the model in a thread of lower priority (``asr_nice``).
 
-        Under load the event loop paces every call's outgoing audio: if it waits behind
-        two Whisper threads, callers hear gaps. A late transcript costs less than a gap.
+        CTranslate2 decodes in its own worker threads, created with the model, and Linux
+        threads inherit the nice value of the thread that creates them. Under load the
+        event loop paces every call's outgoing audio: if it waits behind the decoder,
+        callers hear gaps. A late transcript costs less than a gap.
         """
-        if self.nice > 0 and hasattr(os, "setpriority"):
+        if self.nice <= 0 or not hasattr(os, "setpriority"):
+            return build()
+        out: dict[str, Any] = {}
+
+        def run() -> None:
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except OSError:  # pragma: no cover - not permitted in some containers
-                log.warning("could not lower the ASR threads' priority")
+                log.warning("could not lower the Whisper threads' priority")
+            try:
+                out["model"] = build()
+            except BaseException as e:  # re-raised in the caller's thread
+                out["error"] = e
+
+        t = threading.Thread(target=run, name="asr-load")
+        t.start()
+        t.join()
+        if "error" in out:
+            raise out["error"]
+        return out["model"]
 
     # ------------------------------------------------------------------ sync
     def transcribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None,
