@@ -67,6 +67,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
             recorder.emit(ev.ErrorEvent(code="asr_busy", message="over speech capacity: keypad menu", stage="asr"))
         vad = SharedSileroVAD(sample_rate=PIPELINE_IN_RATE,
                               params=VADParams(stop_secs=min(PAUSE_SECS, rt.settings.end_of_turn_secs)))
+        vad.enabled = speech
         stt = WhisperSTT(rt.asr, vocabulary=session.vocabulary)
         stt.speech_enabled = speech
         flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs,
@@ -81,6 +82,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         async def _asr_busy(_stt) -> None:
             nonlocal speech
             speech = False
+            vad.enabled = False
             await flow_proc.on_asr_busy()
 
         pipeline = Pipeline([

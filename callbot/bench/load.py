@@ -67,6 +67,22 @@ def clean_delays(report, kind: str) -> list[float | None]:
     return out
 
 
+async def keypad_call_sids(url: str) -> set[str]:
+    """Provider call ids of the calls that admission control put on the keypad menu."""
+    import aiohttp
+
+    out: set[str] = set()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/api/calls", params={"limit": "500"}) as r:
+            calls = (await r.json())["calls"]
+        for c in calls:
+            async with http.get(f"{url}/api/calls/{c['id']}") as r:
+                call = await r.json()
+            if any(e.get("type") == "error" and e.get("code") == "asr_busy" for e in call.get("events", [])):
+                out.add(call.get("provider_call_id") or c.get("provider_call_id"))
+    return out
+
+
 def caller_script(rng: random.Random, turns: int, period: float) -> list:
     from callbot.testing import audio as A
     from callbot.testing.steps import Hangup, Press, Say, Wait, WaitForBot
@@ -98,6 +114,7 @@ async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float
                 "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
     heard = getattr(report, "_heard", None)
     return {
+        "call_sid": report.call_sid,
         "v2v_clean": clean_delays(report, "say"),
         "answered": report.greeting_latency is not None,
         "completed": report.completed,
@@ -140,6 +157,7 @@ async def run(args: argparse.Namespace) -> dict:
             sampler_task = asyncio.create_task(sample())
             await asyncio.gather(*(slot(i) for i in range(args.calls)))
             sampler_task.cancel()
+            keypad = await keypad_call_sids(srv.url)
         proc = sampler.summary()
         proc["rss_mb_idle"] = sampler.rss[0]
         proc["caller_cpu_pct"] = me.summary()["cpu_pct_mean"]
@@ -156,6 +174,10 @@ async def run(args: argparse.Namespace) -> dict:
         "answered_within_1s": sum(g is not None and g <= 1.0 for g in greet),
         "greeting": S.stats(greet),
         "voice_to_voice": S.stats([v for r in results for v in r.get("v2v_clean", [])]),
+        # calls admitted to speech recognition for their whole life (not moved to the keypad menu)
+        "voice_to_voice_speech_calls": S.stats([v for r in results if r.get("call_sid") not in keypad
+                                                for v in r.get("v2v_clean", [])]),
+        "speech_calls": sum(1 for r in results if r.get("call_sid") not in keypad),
         "voice_to_voice_all": S.stats(v2v),
         "dtmf_to_voice": S.stats([v for r in results for v in r["dtmf"]]),
         "missing_replies": sum(v is None for v in v2v),
@@ -182,6 +204,9 @@ def print_summary(s: dict) -> None:
           f"greeting within 1 s {s['answered_within_1s']}/{s['placed']}")
     print(line("greeting", s["greeting"]))
     print(line("voice-to-voice", s["voice_to_voice"]) + "  (turns ending while the bot was silent)")
+    if s["speech_calls"] < s["placed"]:
+        print(line("  speech calls", s["voice_to_voice_speech_calls"])
+              + f"  ({s['speech_calls']} calls never moved to the keypad menu)")
     print(line("dtmf-to-voice", s["dtmf_to_voice"]))
     print(f"  speech turns without a reply {s['missing_replies']}, underruns {s['underruns']} "
           f"({s['underrun_s']} s), late caller frames {s['late_caller_frames']}")

@@ -161,6 +161,7 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
         self._scores: collections.deque[float] = collections.deque()
+        self.enabled = True  # False for calls in keypad mode (admission control)
 
     def _batcher_stats(self) -> float:
         """Mean requests per batch so far on this loop (benchmarks)."""
@@ -168,6 +169,8 @@ class SharedSileroVAD(SileroVADAnalyzer):
         return b.requests / max(1, b.batches)
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
+        if not self.enabled:
+            return VADState.QUIET  # keypad-mode call: no speech to detect, no CPU spent
         if self.sample_rate not in (8000, 16000):
             raise ValueError(f"Silero VAD needs 8 or 16 kHz audio, got {self.sample_rate} Hz")
         return await _batcher().submit(self, bytes(buffer))
