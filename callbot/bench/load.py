@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -35,9 +36,7 @@ def asr_summary(log_text: str) -> dict:
     rows = [m.groups() for m in ASR_LINE.finditer(log_text)]
     decode = [int(r[1]) / 1000 for r in rows]
     queued = [int(r[2]) / 1000 for r in rows]
-    beams: dict[str, int] = {}
-    for r in rows:
-        beams[r[3] or "?"] = beams.get(r[3] or "?", 0) + 1
+    beams = dict(collections.Counter(r[3] or "?" for r in rows))
     return {
         "decodes": len(rows),
         "redecodes": sum(1 for r in rows if r[4]),
@@ -79,7 +78,7 @@ async def keypad_call_sids(url: str) -> set[str]:
             async with http.get(f"{url}/api/calls/{c['id']}") as r:
                 call = await r.json()
             if any(e.get("type") == "error" and e.get("code") == "asr_busy" for e in call.get("events", [])):
-                out.add(call.get("provider_call_id") or c.get("provider_call_id"))
+                out.add(c.get("provider_call_id"))
     return out
 
 

@@ -173,24 +173,15 @@ class SharedWhisper:
         """
         if self.nice <= 0 or not hasattr(os, "setpriority"):
             return build()
-        out: dict[str, Any] = {}
 
-        def run() -> None:
+        def lower_priority() -> None:
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except OSError:  # pragma: no cover - not permitted in some containers
                 log.warning("could not lower the Whisper threads' priority")
-            try:
-                out["model"] = build()
-            except BaseException as e:  # re-raised in the caller's thread
-                out["error"] = e
 
-        t = threading.Thread(target=run, name="asr-load")
-        t.start()
-        t.join()
-        if "error" in out:
-            raise out["error"]
-        return out["model"]
+        with concurrent.futures.ThreadPoolExecutor(1, "asr-load", initializer=lower_priority) as pool:
+            return pool.submit(build).result()
 
     # ------------------------------------------------------------------ sync
     def transcribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None,

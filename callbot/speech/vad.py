@@ -10,16 +10,15 @@ Here the session is shared and the windows of all calls are scored together: a c
 with a row per call, 0.11 ms per window instead of 0.29 ms alone) and then each call's
 own state machine (pipecat's ``_run_analyzer``) with the scores it got. A batch gathers
 for ``BATCH_WAIT_S`` (8 ms) after its first request, a small delay next to the VAD's
-250 ms pause. Per-call state
-(Silero's recurrent state and context, the VAD state) stays in the call's analyzer;
-a call's frames are awaited in order, so its windows are scored in order.
+250 ms pause. Per-call state (Silero's recurrent state and context, the VAD state)
+stays in the call's analyzer; a call's frames are awaited in order, so its windows
+are scored in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
-
-log = logging.getLogger(__name__)
 
 BATCH_WAIT_S = 0.008  # gathering time before a batch runs (see _Batcher.submit)
 
@@ -53,6 +50,12 @@ def _shared() -> tuple[object, ThreadPoolExecutor]:
 def preload() -> None:
     """Load the shared session now (server start-up), not at the first call."""
     _shared()
+
+
+def calls_per_batch() -> float:
+    """Mean requests per ONNX batch so far on the running loop (benchmarks)."""
+    b = _batcher()
+    return b.requests / max(1, b.batches)
 
 
 def _batcher() -> _Batcher:
@@ -126,7 +129,9 @@ class _Batcher:
             todo[key] = collections.deque(bytes(d[i:i + n]) for i in range(0, len(d) - n + 1, n))
         while any(todo.values()):
             keys = [k for k, q in todo.items() if q]
-            self._score([vads[k] for k in keys], [todo[k].popleft() for k in keys])
+            for sr in {vads[k].sample_rate for k in keys}:  # one window size per ONNX run
+                same = [k for k in keys if vads[k].sample_rate == sr]
+                self._score([vads[k] for k in same], [todo[k].popleft() for k in same])
         return [vad._run_analyzer(buf) for vad, buf in batch]
 
     def _score(self, vads: list[SharedSileroVAD], windows: list[bytes]) -> None:
@@ -162,11 +167,6 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._low_confidence_windows = 0
         self._scores: collections.deque[float] = collections.deque()
         self.enabled = True  # False for calls in keypad mode (admission control)
-
-    def _batcher_stats(self) -> float:
-        """Mean requests per batch so far on this loop (benchmarks)."""
-        b = _batcher()
-        return b.requests / max(1, b.batches)
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         if not self.enabled:
