@@ -38,7 +38,7 @@ from callbot.flows.processor import FlowProcessor
 from callbot.flows.types import CallContext, Turn
 from callbot.recorder import CallRecorder
 from callbot.runtime import Runtime
-from callbot.speech.asr import WhisperSTT
+from callbot.speech.stt import WhisperSTT
 from callbot.speech.tts import CachedTTS
 from callbot.speech.vad import SharedSileroVAD
 from callbot.telephony.base import CallControl, CallInfo
@@ -68,7 +68,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         vad = SharedSileroVAD(sample_rate=PIPELINE_IN_RATE,
                               params=VADParams(stop_secs=min(PAUSE_SECS, rt.settings.end_of_turn_secs)))
         vad.enabled = speech
-        stt = WhisperSTT(rt.asr, vocabulary=session.vocabulary)
+        stt = WhisperSTT(rt.asr, vocabulary=session.vocabulary, vad=vad)
         stt.speech_enabled = speech
         flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs,
                                   on_turn_routed=stt.new_turn, keypad_only=not speech)

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
 
     # --- speech
     asr_model: Path | None = Field(None, description="faster-whisper model folder; unset = bundled Whisper base")
-    asr_threads: int = Field(1, ge=1, le=64, description="CPU threads per decode; threads x asr_max_concurrent ~ cores")
+    asr_threads: int = Field(
+        2, ge=1, le=64, description="CPU threads per decode: 2 x 2 slots on 2 cores, one decode alone uses both")
     asr_beam_size: int = Field(5, ge=1, le=10, description="5: -9 WER points for ~+50 ms with the short window")
     asr_busy_beam_size: int = Field(
         1, ge=1, le=10, description="beam while another decode runs or waits (load): greedy costs less CPU per turn")
@@ -51,7 +52,10 @@ class Settings(BaseSettings):
     asr_window: Literal["short", "full"] = Field(
         "short", description="short = encode utterance + padding (fast); full = stock 30 s Whisper window"
     )
-    asr_window_padding_s: float = Field(6.0, ge=1.0, le=29.0, description="silence added after the utterance (short window)")
+    asr_window_padding_s: float = Field(
+        6.0, ge=1.0, le=29.0, description="silence encoded after the utterance (short window)")
+    asr_window_min_s: float = Field(
+        0.0, ge=0.0, le=30.0, description="shortest window encoded, padding included (short window; 0 = none)")
     asr_max_concurrent: int = Field(2, ge=1, le=8, description="Whisper decodes run at once; further calls queue")
     asr_nice: int = Field(5, ge=0, le=19, description="nice of the Whisper threads: audio pacing first under load")
     max_asr_calls: int = Field(

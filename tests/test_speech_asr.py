@@ -85,7 +85,8 @@ async def test_whisper_stt_service_in_pipeline(shared, clip) -> None:
     from pipecat.pipeline.worker import PipelineParams
     from pipecat.tests.utils import run_test
 
-    from callbot.speech.asr import AsrResult, WhisperSTT
+    from callbot.speech.asr import AsrResult
+    from callbot.speech.stt import WhisperSTT
 
     prompts: list[str] = []
     results: list[AsrResult] = []
@@ -127,7 +128,7 @@ async def test_whisper_stt_refuses_8k_pipeline(shared, clip) -> None:
     from pipecat.pipeline.worker import PipelineParams
     from pipecat.tests.utils import run_test
 
-    from callbot.speech.asr import WhisperSTT
+    from callbot.speech.stt import WhisperSTT
 
     frames = [VADUserStartedSpeakingFrame(), InputAudioRawFrame(clip[:16000], 8000, 1), VADUserStoppedSpeakingFrame()]
     _, up = await run_test(
@@ -135,3 +136,72 @@ async def test_whisper_stt_refuses_8k_pipeline(shared, clip) -> None:
         pipeline_params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
     )
     assert any(isinstance(f, ErrorFrame) and "16000" in f.error for f in up)
+
+
+class ScriptedPause:
+    """Stands in for ``SharedSileroVAD.quiet_secs``: one reading per audio frame, from a script."""
+
+    def __init__(self, readings: list[float]) -> None:
+        self._readings = list(readings)
+
+    @property
+    def quiet_secs(self) -> float:
+        return self._readings.pop(0) if self._readings else 0.0
+
+
+def _frames_with_pause(clip: bytes, pause_readings: list[float]) -> list:
+    from pipecat.frames.frames import InputAudioRawFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+
+    step = 640  # 20 ms at 16 kHz
+    audio = [InputAudioRawFrame(clip[i : i + step], 16000, 1) for i in range(0, len(clip), step)]
+    audio += [InputAudioRawFrame(bytes(step), 16000, 1) for _ in pause_readings]
+    return [VADUserStartedSpeakingFrame(), *audio, VADUserStoppedSpeakingFrame()]
+
+
+async def _run_stt(shared, clip, readings: list[float], n_speech: int, monkeypatch):
+    from pipecat.frames.frames import TranscriptionFrame
+    from pipecat.pipeline.worker import PipelineParams
+    from pipecat.tests.utils import run_test
+
+    from callbot.speech.stt import WhisperSTT
+
+    decodes: list[float] = []
+    real = shared.atranscribe
+
+    async def counting(pcm, prompt=None, **kw):
+        decodes.append(len(pcm) / 32000)
+        return await real(pcm, prompt, **kw)
+
+    monkeypatch.setattr(shared, "atranscribe", counting)
+    stt = WhisperSTT(shared, vad=ScriptedPause([0.0] * n_speech + readings))
+    down, _ = await run_test(stt, frames_to_send=_frames_with_pause(clip, readings),
+                             pipeline_params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=8000))
+    await asyncio.sleep(0)
+    return stt, [f for f in down if isinstance(f, TranscriptionFrame)], decodes
+
+
+async def test_early_decode_at_the_start_of_a_pause_is_the_segments_transcript(shared, clip, monkeypatch) -> None:
+    n_speech = -(-len(clip) // 640)
+    readings = [0.032, 0.064, 0.096, 0.128, 0.16, 0.192, 0.224]  # quiet grows until the VAD stop
+    stt, transcripts, decodes = await _run_stt(shared, clip, readings, n_speech, monkeypatch)
+    assert len(transcripts) == 1 and "horaires" in transcripts[0].text.lower()
+    assert transcripts[0].result.early is True
+    assert (stt.early_used, stt.early_dropped) == (1, 0)
+    assert len(decodes) == 1, "the VAD stop reused the early decode instead of decoding again"
+
+
+async def test_early_decode_is_dropped_when_the_caller_goes_on(shared, clip, monkeypatch) -> None:
+    n_speech = -(-len(clip) // 640)
+    readings = [0.032, 0.064, 0.096, 0.0, 0.0, 0.032]  # the caller resumed after the early start
+    stt, transcripts, decodes = await _run_stt(shared, clip, readings, n_speech, monkeypatch)
+    assert len(transcripts) == 1 and transcripts[0].result.early is False
+    assert (stt.early_used, stt.early_dropped) == (0, 1)
+    assert len(decodes) == 2 and decodes[1] > decodes[0], "the segment was decoded whole at the VAD stop"
+
+
+async def test_no_early_decode_when_the_recogniser_is_busy(shared, clip, monkeypatch) -> None:
+    monkeypatch.setattr(shared, "idle", lambda: False)
+    n_speech = -(-len(clip) // 640)
+    stt, transcripts, decodes = await _run_stt(shared, clip, [0.032, 0.064, 0.096, 0.128], n_speech, monkeypatch)
+    assert len(transcripts) == 1 and transcripts[0].result.early is False
+    assert (stt.early_used, stt.early_dropped) == (0, 0) and len(decodes) == 1

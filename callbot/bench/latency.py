@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import time
 from typing import Any
@@ -165,6 +166,8 @@ async def run(args: argparse.Namespace) -> dict:
         proc = sampler.summary()
     finally:
         S.stop_server(srv)
+        if args.server_log:
+            shutil.copyfile(srv.log_path, args.server_log)
     summary = summarize(results, proc)
     summary.update(transport=args.transport, calls=args.calls, env=env)
     return summary
@@ -220,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--env", action="append", default=[], metavar="CALLBOT_X=V", help="server setting override")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each call's timeline")
+    ap.add_argument("--server-log", metavar="PATH", help="keep the server's log there (per-turn ASR timings)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     summary = asyncio.run(run(args))

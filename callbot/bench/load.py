@@ -28,7 +28,8 @@ from callbot.bench.latency import _patch_report_heard, install_gap_counter
 FIXTURES = ["horaires.wav", "lampadaire.wav", "adresse.wav", "description.wav", "etat_civil.wav",
             "oui_exactement.wav"]
 PERIOD_S = 8.0
-ASR_LINE = re.compile(r"asr ([\d.]+)s audio: (\d+) ms \(\+(\d+) ms queued(?:, beam (\d+))?\)( \[turn so far)?")
+ASR_LINE = re.compile(r"asr ([\d.]+)s audio: (\d+) ms \(\+(\d+) ms queued(?:, beam (\d+))?\)( \[turn so far[^]]*\])?"
+                      r"( \[early(, unused)?\])?")
 
 
 def asr_summary(log_text: str) -> dict:
@@ -40,6 +41,8 @@ def asr_summary(log_text: str) -> dict:
     return {
         "decodes": len(rows),
         "redecodes": sum(1 for r in rows if r[4]),
+        "early_used": sum(1 for r in rows if r[5] and not r[6]),
+        "early_unused": sum(1 for r in rows if r[6]),
         "audio_s": S.stats([float(r[0]) for r in rows]),
         "decode": S.stats(decode),
         "queued": S.stats(queued),
@@ -214,7 +217,8 @@ def print_summary(s: dict) -> None:
           f"the callers' own process {sv['caller_cpu_pct']} % (same machine)")
     a = s.get("asr") or {}
     if a.get("decodes"):
-        print(f"  server ASR: {a['decodes']} decodes ({a['redecodes']} re-decodes of a resumed turn), beams {a['beams']}; "
+        print(f"  server ASR: {a['decodes']} decodes ({a['redecodes']} re-decodes of a resumed turn; early decodes "
+              f"{a['early_used']} used, {a['early_unused']} thrown away), beams {a['beams']}; "
               f"decode p50/p95 {a['decode']['p50'] * 1000:.0f}/{a['decode']['p95'] * 1000:.0f} ms, "
               f"queued p50/p95 {a['queued']['p50'] * 1000:.0f}/{a['queued']['p95'] * 1000:.0f} ms; "
               f"calls in keypad mode {a['keypad_calls']} at start, {a['degraded_calls']} mid-call")

@@ -1,7 +1,8 @@
 """When is the caller's turn over? A pure policy, unit-tested with plain numbers.
 
 The VAD only reports short pauses (``PAUSE_SECS``): each pause closes a speech segment,
-which Whisper starts decoding at once, while the caller may still go on. The turn ends
+which Whisper decodes at once (or since ``EARLY_SECS`` into the pause, when a decode slot
+was free: ``speech/stt.py``), while the caller may still go on. The turn ends
 when the silence since the end of speech reaches ``wait_secs(...)``:
 
 - the node's hint (``Listen.end_of_turn_secs``, e.g. 0.8 s at the open greeting, 1.5-2 s
@@ -22,7 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-PAUSE_SECS = 0.25  # VAD stop: closes a segment and starts the decode
+PAUSE_SECS = 0.25  # VAD stop: closes a segment (its decode may have started already)
+EARLY_SECS = 0.06  # quiet before a speculative decode starts on a free recogniser (2 VAD windows)
 FAST_SECS = 0.35  # silence that ends a turn whose transcript reads as finished
 DICTATION_SECS = 1.0  # hints above this are dictation: wait them out
 

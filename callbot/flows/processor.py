@@ -10,8 +10,9 @@ caller is still speaking and joined with the next one.
 Endpointing: the VAD reports short pauses (``endpointing.PAUSE_SECS``) so Whisper
 starts decoding while the caller may still go on; this processor decides when the turn
 is over (``endpointing.wait_secs``: the node's hint for unfinished-sounding text, much
-less for a finished sentence) and routes then. If the caller resumes before that, the
-turn goes on and the recogniser re-decodes the whole turn (``WhisperSTT``), whose
+less for a finished sentence) and routes then, unless the VAD is hearing speech it has
+not confirmed yet (the caller going on after a comma). If the caller resumes, the turn
+goes on and the recogniser re-decodes the whole turn (``speech.stt.WhisperSTT``), whose
 transcript replaces the partial one.
 
 Degraded (keypad) mode, when the process is beyond its speech-recognition capacity
@@ -53,6 +54,7 @@ from callbot.recorder import CallRecorder
 log = logging.getLogger(__name__)
 
 INTER_DIGIT_SECS = 3.0
+RECHECK_SECS = 0.05  # while the VAD hears unconfirmed speech, look again this often
 
 
 class FlowProcessor(FrameProcessor):
@@ -169,16 +171,25 @@ class FlowProcessor(FrameProcessor):
         said = " ".join(self._pending_text)
         wait = wait_secs(said, self._listen.end_of_turn_secs, self._default_eot)
         silent = time.time() - self._turn_end_wall if self._turn_end_wall is not None else wait
-        if silent >= wait:
+        if silent >= wait and not self._caller_resuming():
             await self._end_speech_turn()
         else:
-            self._endpoint_task = self.create_task(self._endpoint_after(wait - silent), "end-of-turn")
+            self._endpoint_task = self.create_task(self._endpoint_after(max(wait - silent, RECHECK_SECS)),
+                                                   "end-of-turn")
 
     async def _endpoint_after(self, secs: float) -> None:
         await asyncio.sleep(secs)
         self._endpoint_task = None
-        if not self._user_speaking and self.final_turn is None:
-            await self._end_speech_turn()
+        if self._user_speaking or self.final_turn is not None:
+            return
+        if self._caller_resuming():  # bounded: the VAD confirms or drops a start within start_secs
+            self._endpoint_task = self.create_task(self._endpoint_after(RECHECK_SECS), "end-of-turn")
+            return
+        await self._end_speech_turn()
+
+    def _caller_resuming(self) -> bool:
+        """The VAD hears speech it has not confirmed yet: the caller may be going on."""
+        return bool(getattr(self._vad, "speech_starting", False))
 
     async def _end_speech_turn(self) -> None:
         if not self._pending_text:

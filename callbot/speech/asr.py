@@ -6,14 +6,19 @@ uses faster-whisper's unbounded temperature fallback. Here one ``SharedWhisper``
 holds the model; ``WhisperSTT`` (one per call) only borrows it.
 
 Latency: faster-whisper pads every input to a 30 s window and on 2 cores the
-encoder dominates. ``window="short"`` encodes only the utterance plus a few
-seconds of silence (CTranslate2 accepts a shorter mel input) and decodes with a
-token cap and no-repeat n-grams so short windows cannot loop. ``scripts/bench-asr``
+encoder dominates. ``window="short"`` encodes only the utterance plus ``padding_s`` of
+silence (or more, up to ``min_window_s`` in all; CTranslate2 accepts a shorter mel
+input) and decodes with a token cap and no-repeat n-grams so short windows cannot loop.
+Shorter windows were measured and not adopted: 3 s of padding in a window of at least
+9 s scored as well on ``scripts/bench-asr`` (WER 0.193 vs 0.204) with 20 % fewer frames
+on a 5 s turn (encoder 209 -> 154 ms), but made Whisper repeat the call fixture "je
+voudrais un acte de naissance" in one of two runs (2 s / 8 s: every time). ``scripts/bench-asr``
 compares both modes; ``window="full"`` keeps the stock path.
 
 Guard rails: decodes are admitted through a small semaphore (``asr_max_concurrent``
-slots of ``asr_threads`` CPU threads each; on 2 cores, 2 slots x 1 thread gave the
-same single-call latency as 1 x 2 and twice the throughput), and outputs that look like
+slots of ``asr_threads`` CPU threads each; on 2 cores 2 slots x 2 threads: a decode
+alone takes 0.39 s instead of 0.62 s with 1 thread, and two at once keep the same
+throughput, 2.9 decodes/s, as 2 x 1), and outputs that look like
 hallucinations (repetitive, very low confidence, or silence) become empty text
 with ``AsrResult.rejected`` saying why, so the flow can ask the caller to repeat.
 """
@@ -24,11 +29,12 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
 import zlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,6 +76,7 @@ class AsrResult:
     queue_ms: float = 0.0  # time waiting for a decode slot (atranscribe only)
     turn: int = 0  # WhisperSTT: the caller turn this segment belongs to
     segments: int = 1  # WhisperSTT: >1 = a re-decode of the whole turn so far (supersedes)
+    early: bool = False  # WhisperSTT: decoded from the start of the pause, before the VAD stop
 
 
 def _compression_ratio(text: str) -> float:
@@ -110,15 +117,23 @@ class SharedWhisper:
         max_concurrent: int | None = None,
         progress: Progress | None = None,
     ) -> None:
+        # CTranslate2's OpenMP threads must sleep, not spin, while they wait for each other:
+        # a decode's 2 threads share the cores with the event loop and the VAD, and a spinning
+        # partner of a preempted thread burns the time the other one needs. Read once, when
+        # libgomp loads (with ctranslate2); a value set by the operator wins.
+        # bench-latency: the 5 s re-decode 1164 -> 763-912 ms, no cost alone (0.386 s either way).
+        if "ctranslate2" not in sys.modules:
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
         self.language: str = getattr(settings, "asr_language", "fr") or "fr"
         self.beam_size: int = int(getattr(settings, "asr_beam_size", 5))
         self.busy_beam_size: int = min(self.beam_size, int(getattr(settings, "asr_busy_beam_size", self.beam_size)))
-        self.threads: int = int(getattr(settings, "asr_threads", 1))
+        self.threads: int = int(getattr(settings, "asr_threads", 2))
         self.window: Window = window or getattr(settings, "asr_window", "short")
         self.padding_s: float = float(padding_s if padding_s is not None else getattr(settings, "asr_window_padding_s", 6.0))
+        self.min_window_s: float = float(getattr(settings, "asr_window_min_s", 0.0))
         self.max_concurrent: int = int(max_concurrent or getattr(settings, "asr_max_concurrent", 2))
         from callbot.admission import AsrAdmission
 
@@ -126,6 +141,7 @@ class SharedWhisper:
                                       int(getattr(settings, "max_asr_queue", 0) or 0))
         self.waiting = 0  # decodes waiting for a slot (all calls of this process)
         self.running = 0  # decodes in progress (event-loop side bookkeeping)
+        self.speculating = 0  # of which speculative (early decodes that may be thrown away)
         self.model_dir = model_dir or whisper_model_dir(settings, progress)
         self.nice: int = int(getattr(settings, "asr_nice", 0))
         t0 = time.monotonic()
@@ -160,7 +176,7 @@ class SharedWhisper:
         log.info(
             "Whisper loaded from %s in %.2f s (int8, %d threads, beam %d, window %s%s, %d concurrent)",
             self.model_dir, self.load_s, self.threads, self.beam_size, self.window,
-            f" +{self.padding_s:g}s" if self.window == "short" else "", self.max_concurrent,
+            f" +{self.padding_s:g}s, >= {self.min_window_s:g}s" if self.window == "short" else "", self.max_concurrent,
         )
 
     def _niced(self, build: Callable[[], Any]) -> Any:
@@ -227,7 +243,8 @@ class SharedWhisper:
                       beam: int) -> tuple[str, float, float]:
         fe = self.model.feature_extractor
         mel = fe(audio)[..., :-1]  # same features as transcribe(), without the 30 s pad
-        frames = min(fe.nb_max_frames, mel.shape[-1] + int(self.padding_s / fe.time_per_frame))
+        frames = max(mel.shape[-1] + int(self.padding_s / fe.time_per_frame), int(self.min_window_s / fe.time_per_frame))
+        frames = min(fe.nb_max_frames, frames)
         frames += frames % 2  # the encoder's stride-2 convolution wants an even length
         mel = np.pad(mel, ((0, 0), (0, max(0, frames - mel.shape[-1]))))[:, :frames]
         enc = self.model.encode(np.ascontiguousarray(mel, dtype=np.float32))
@@ -280,11 +297,20 @@ class SharedWhisper:
                 sem = self._sems[loop] = asyncio.Semaphore(self.max_concurrent)
             return sem
 
-    async def atranscribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None) -> AsrResult:
+    def idle(self) -> bool:
+        """Nothing decodes or waits: a speculative decode costs no caller anything. (Letting
+        a speculation start beside a thrown-away one put three decodes on the two cores in
+        one pause, the real one among them, in bench-latency.)"""
+        return self.running == 0 and self.waiting == 0
+
+    async def atranscribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None,
+                          speculative: bool = False) -> AsrResult:
         """Queue for a decode slot, then transcribe in the ASR thread pool.
 
         If the caller is cancelled mid-decode, the slot is held until the thread
         actually finishes, so cancelled calls cannot oversubscribe the CPU.
+        ``speculative`` decodes (``stt.py``'s early decodes, often thrown away) do not
+        count as load when the next decode picks its beam.
         """
         sem = self._semaphore()
         t0 = time.perf_counter()
@@ -296,11 +322,13 @@ class SharedWhisper:
         queue_ms = (time.perf_counter() - t0) * 1000
         # Under load (another decode running or waiting) greedy decoding: the encoder is
         # the same, the beam's decoder steps are not (scripts/bench-asr --beam 1).
-        beam = self.busy_beam_size if (self.running or self.waiting) else self.beam_size
+        beam = self.busy_beam_size if (self.running - self.speculating or self.waiting) else self.beam_size
         self.running += 1
+        self.speculating += speculative
 
         def done(_f) -> None:
             self.running -= 1
+            self.speculating -= speculative
             sem.release()
 
         try:
@@ -308,8 +336,7 @@ class SharedWhisper:
                 self._executor, lambda: self.transcribe(pcm16k, prompt, window=window, beam_size=beam)
             )
         except BaseException:
-            self.running -= 1
-            sem.release()
+            done(None)
             raise
         fut.add_done_callback(done)
         res = await asyncio.shield(fut)
@@ -318,144 +345,3 @@ class SharedWhisper:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-# ---------------------------------------------------------------------------
-# pipecat service
-# ---------------------------------------------------------------------------
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame  # noqa: E402
-from pipecat.services.settings import STTSettings  # noqa: E402
-from pipecat.services.stt_service import SegmentedSTTService  # noqa: E402
-from pipecat.transcriptions.language import Language  # noqa: E402
-from pipecat.utils.time import time_now_iso8601  # noqa: E402
-
-
-class _Segment(bytes):
-    """PCM handed to ``run_stt`` through pipecat's segment queue, tagged with its turn."""
-
-    turn: int = 0
-    segments: int = 1
-    seq: int = 0
-
-
-PRE_ROLL_S = 1.6  # audio kept before the VAD start (see WhisperSTT.setup)
-MAX_TURN_AUDIO_S = 20.0  # beyond this, a resumed turn is decoded segment by segment again
-
-
-class WhisperSTT(SegmentedSTTService):
-    """Per-call pipecat STT that borrows the process-wide ``SharedWhisper``.
-
-    Segmentation is pipecat's: audio from VAD start (plus ~1 s pre-roll) to VAD
-    stop, padded with 0.5 s of silence, one decode per segment, one
-    ``TranscriptionFrame`` (language fr) per segment with ``frame.result`` set to
-    the ``AsrResult`` (``asr_ms``, ``queue_ms``, confidences). Rejected or empty
-    segments produce no frame, but the ``on_asr_result`` event fires for every
-    segment so the flow can count "please repeat" cases.
-    ``vocabulary()`` is called per segment and sent as the Whisper prompt.
-
-    Early decoding: the VAD closes a segment at a short pause, so the decode starts
-    while the caller may still go on. When the caller resumes within the same turn,
-    the next segment is decoded *with* the turn's earlier audio (``result.segments`` >
-    1: the flow replaces the partial transcript), so a sentence cut at a pause is still
-    heard whole; a queued segment superseded by a newer one of the same turn is skipped.
-    ``new_turn()`` (called by the flow when it routes) starts afresh.
-
-    Admission: with ``speech_enabled`` False (keypad mode) nothing is decoded; when the
-    process's decode queue is full (``AsrAdmission.admit_decode``), the segment is not
-    queued and ``on_asr_busy`` fires, so the flow moves the call to the keypad menu.
-    """
-
-    def __init__(
-        self,
-        shared: SharedWhisper,
-        vocabulary: Callable[[], str | None] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("audio_passthrough", False)  # nothing downstream uses caller audio
-        super().__init__(settings=STTSettings(model=str(shared.model_dir), language=shared.language), **kwargs)
-        self._shared = shared
-        self._vocabulary = vocabulary
-        self._language = Language(shared.language) if shared.language in Language._value2member_map_ else None
-        self._register_event_handler("on_asr_result")
-        self._register_event_handler("on_asr_busy")
-        self.speech_enabled = True
-        self._turn = 0
-        self._turn_audio = bytearray()
-        self._turn_segments = 0
-        self._seq = 0
-
-    @property
-    def wants_wav_segments(self) -> bool:
-        return False  # raw PCM16: Whisper reads the buffer directly
-
-    async def setup(self, setup) -> None:
-        await super().setup(setup)
-        # Audio kept while nobody speaks = the pre-roll before the VAD's start (which fires
-        # ~0.5 s into speech). pipecat keeps 1 s, i.e. ~0.5 s of lead-in: Whisper base then
-        # heard "Merci, au revoir" as "Merci pour le droit." (fine with >= 1 s of lead-in on one
-        # CPU; on another the same clip failed at every lead-in: short goodbyes stay fragile).
-        self._audio_buffer_size_1s = int(PRE_ROLL_S * self.sample_rate) * 2
-
-    def can_generate_metrics(self) -> bool:
-        return True
-
-    def new_turn(self) -> None:
-        """The flow routed the caller's turn: the next speech starts a new one."""
-        self._turn += 1
-        self._turn_audio.clear()
-        self._turn_segments = 0
-
-    async def _handle_user_stopped_speaking(self, frame) -> None:
-        self._user_speaking = False
-        segment = bytes(self._audio_buffer)
-        self._audio_buffer.clear()
-        if not self.is_usable or not self.speech_enabled:
-            return
-        if not self._shared.admission.admit_decode(self._shared.waiting):
-            self.speech_enabled = False
-            self._shared.admission.degrade_call()
-            log.warning("ASR queue full (%d waiting): call moves to the keypad menu", self._shared.waiting)
-            await self._call_event_handler("on_asr_busy")
-            return
-        # pipecat's buffer restarts at the VAD stop and keeps 1 s while quiet, so after a
-        # short pause it holds exactly the audio since the previous segment: no overlap.
-        if len(self._turn_audio) + len(segment) > MAX_TURN_AUDIO_S * 2 * self.sample_rate:
-            self._turn_audio.clear()
-            self._turn_segments = 0
-        self._turn_audio += segment
-        self._turn_segments += 1
-        self._seq += 1
-        pcm = _Segment(bytes(self._turn_audio) + self._trailing_silence())
-        pcm.turn, pcm.segments, pcm.seq = self._turn, self._turn_segments, self._seq
-        self._record_stt_audio_usage(pcm)
-        await self.emit_stt_usage_metrics()
-        await self._segment_queue.put(pcm)
-
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        if self.sample_rate != PIPELINE_IN_RATE:
-            yield ErrorFrame(f"WhisperSTT needs {PIPELINE_IN_RATE} Hz input, got {self.sample_rate} Hz")
-            return
-        turn, segments, seq = (getattr(audio, "turn", self._turn), getattr(audio, "segments", 1),
-                               getattr(audio, "seq", self._seq))
-        if seq < self._seq and turn == self._turn and self._turn_segments > segments:
-            return  # a newer decode of this same turn is queued: skip the stale one
-        prompt = None
-        if self._vocabulary is not None:
-            try:
-                prompt = self._vocabulary()
-            except Exception:  # a flow bug must not cost the transcript
-                log.exception("vocabulary() failed; transcribing without prompt")
-        await self.start_processing_metrics()
-        try:
-            res = await self._shared.atranscribe(bytes(audio), prompt)
-        finally:
-            await self.stop_processing_metrics()
-        res.turn, res.segments = turn, segments
-        log.info(
-            "asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d)%s %s%r",
-            res.audio_s, res.asr_ms, res.queue_ms, res.beam, f" [turn so far, {segments} segments]" if segments > 1 else "",
-            f"[{res.rejected}] " if res.rejected else "", res.raw_text,
-        )
-        await self._call_event_handler("on_asr_result", res)
-        if res.text:
-            yield TranscriptionFrame(res.text, self._user_id, time_now_iso8601(), self._language, result=res)

@@ -168,6 +168,26 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._scores: collections.deque[float] = collections.deque()
         self.enabled = True  # False for calls in keypad mode (admission control)
 
+    @property
+    def quiet_secs(self) -> float:
+        """How long the caller has been quiet in a pause the VAD has not closed yet, else 0.
+
+        The recogniser starts decoding early on it (``speech/stt.py``): the words are all
+        there well before ``stop_secs`` of quiet ends the segment.
+        """
+        if self._vad_state != VADState.STOPPING:
+            return 0.0
+        return self._vad_stopping_count * self._vad_frames / self.sample_rate
+
+    @property
+    def speech_starting(self) -> bool:
+        """Speech heard but not yet long enough (``start_secs``) for the VAD to report it.
+
+        The flow waits for this to settle before it ends a turn: a caller who resumes after
+        a comma is otherwise cut off during the ~0.2 s the VAD takes to confirm.
+        """
+        return self._vad_state == VADState.STARTING
+
     async def analyze_audio(self, buffer: bytes) -> VADState:
         if not self.enabled:
             return VADState.QUIET  # keypad-mode call: no speech to detect, no CPU spent

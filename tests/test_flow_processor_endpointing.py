@@ -1,0 +1,64 @@
+"""The flow processor does not end a turn while the VAD hears the caller going on.
+
+Real pipecat processor and flow, no audio: frames and a stand-in for the VAD's
+``speech_starting`` flag (speech heard, not yet long enough for a VAD start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.tests.utils import SleepFrame, run_test
+
+from callbot import events as ev
+from callbot.flows.loader import load_flow
+from callbot.flows.processor import FlowProcessor
+from callbot.recorder import CallRecorder
+
+FLOW = Path(__file__).resolve().parents[1] / "flows" / "mairie.yaml"
+
+
+class Resuming:
+    """``SharedSileroVAD.speech_starting`` for the first ``secs`` after the test starts."""
+
+    def __init__(self, secs: float) -> None:
+        self.until = time.monotonic() + secs
+
+    @property
+    def speech_starting(self) -> bool:
+        return time.monotonic() < self.until
+
+
+async def _routed_after(resume_secs: float) -> float | None:
+    flow = load_flow(FLOW)
+    recorder = CallRecorder(None, "test")
+    proc = FlowProcessor(flow.new_session(), recorder, vad=Resuming(resume_secs), default_end_of_turn_secs=0.5)
+    t0 = time.monotonic()
+    routed: list[float] = []
+
+    async def watch() -> None:
+        while not routed:
+            if any(isinstance(e, ev.IntentMatched) for e in recorder.history):
+                routed.append(time.monotonic() - t0)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    # a finished sentence whose silence is already past the fast path (0.35 s)
+    frames = [VADUserStartedSpeakingFrame(), VADUserStoppedSpeakingFrame(stop_secs=0.25, timestamp=time.time() - 0.5),
+              TranscriptionFrame("Je voudrais les horaires de la mairie.", "", ""), SleepFrame(sleep=0.8)]
+    await run_test(proc, frames_to_send=frames)
+    watcher.cancel()
+    return routed[0] if routed else None
+
+
+async def test_a_finished_sentence_is_routed_at_once() -> None:
+    t = await _routed_after(0.0)
+    assert t is not None and t < 0.2
+
+
+async def test_the_turn_waits_while_the_vad_hears_the_caller_going_on() -> None:
+    t = await _routed_after(0.4)
+    assert t is not None and t >= 0.4, "routed while the caller was starting to speak again"
