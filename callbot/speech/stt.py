@@ -177,6 +177,10 @@ class WhisperSTT(SegmentedSTTService):
         segment = bytes(self._audio_buffer)
         self._audio_buffer.clear()
         early, self._early = self._early, None
+        fits = self._fits_turn(len(segment))
+        if early is not None and (not fits or not self.is_usable or not self.speech_enabled):
+            self._release(early)  # started with audio this segment will not be decoded with
+            early = None
         if not self.is_usable or not self.speech_enabled:
             return
         if early is None and not self._shared.admission.admit_decode(self._shared.waiting):
@@ -187,12 +191,9 @@ class WhisperSTT(SegmentedSTTService):
             return
         # pipecat's buffer restarts at the VAD stop and keeps the pre-roll while quiet, so
         # after a short pause it holds exactly the audio since the previous segment.
-        if not self._fits_turn(len(segment)):
+        if not fits:
             self._turn_audio.clear()
             self._turn_segments = 0
-            if early is not None:  # it was started with the earlier audio of the turn
-                self._release(early)
-                early = None
         pcm = _Segment(self._turn_pcm(segment))
         self._turn_audio += segment
         self._turn_segments += 1
