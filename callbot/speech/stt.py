@@ -48,6 +48,12 @@ PRE_ROLL_S = 1.6  # audio kept before the VAD start (see WhisperSTT.setup)
 MAX_TURN_AUDIO_S = 20.0  # beyond this, a resumed turn is decoded segment by segment again
 
 
+def _log_result(res: AsrResult, tags: str) -> None:
+    """One INFO line per decode, used or not: ``bench-load`` reads them (``ASR_LINE``)."""
+    log.info("asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d)%s %s%r", res.audio_s, res.asr_ms, res.queue_ms,
+             res.beam, tags, f"[{res.rejected}] " if res.rejected else "", res.raw_text)
+
+
 class _Segment(bytes):
     """PCM handed to ``run_stt`` through pipecat's segment queue, tagged with its turn."""
 
@@ -155,9 +161,7 @@ class WhisperSTT(SegmentedSTTService):
             if task.exception() is not None:
                 log.warning("an early decode that was not needed failed: %r", task.exception())
                 return
-            r = task.result()
-            log.info("asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d) [early, unused] %r",
-                     r.audio_s, r.asr_ms, r.queue_ms, r.beam, r.raw_text)
+            _log_result(task.result(), " [early, unused]")
 
         early.add_done_callback(report)
 
@@ -225,12 +229,8 @@ class WhisperSTT(SegmentedSTTService):
         finally:
             await self.stop_processing_metrics()
         res.turn, res.segments = turn, segments
-        log.info(
-            "asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d)%s%s %s%r",
-            res.audio_s, res.asr_ms, res.queue_ms, res.beam,
-            f" [turn so far, {segments} segments]" if segments > 1 else "", " [early]" if res.early else "",
-            f"[{res.rejected}] " if res.rejected else "", res.raw_text,
-        )
+        _log_result(res, (f" [turn so far, {segments} segments]" if segments > 1 else "")
+                    + (" [early]" if res.early else ""))
         await self._call_event_handler("on_asr_result", res)
         if res.text:
             yield TranscriptionFrame(res.text, self._user_id, time_now_iso8601(), self._language, result=res)
