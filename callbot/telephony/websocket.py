@@ -32,6 +32,8 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from callbot.constants import INPUT_CHUNK_MS, SAMPLE_WIDTH
+
 log = logging.getLogger(__name__)
 
 
@@ -106,11 +108,42 @@ class _Input(BaseInputTransport):
             self._receive_task = None
 
     async def _receive_messages(self) -> None:
+        """Read the peer's messages; caller audio is pushed in ``INPUT_CHUNK_MS`` chunks.
+
+        Anything else (a keypad digit, a stop) first flushes the audio received before it,
+        so no audio is held back behind it.
+        """
         ws = self._client.ws
         serializer = self._params.serializer
+        # A serializer may decode media messages straight to (pcm, rate) (Twilio's does).
+        media_audio = getattr(serializer, "media_audio", None)
+        pending: list[bytes] = []
+        pending_bytes = 0
+        rate = chunk_bytes = 0
+
+        async def flush() -> None:
+            nonlocal pending_bytes
+            if pending:
+                audio = b"".join(pending)
+                pending.clear()
+                pending_bytes = 0
+                await self.push_audio_frame(InputAudioRawFrame(audio=audio, sample_rate=rate, num_channels=1))
+
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
+            audio = media_audio(msg.data) if media_audio and isinstance(msg.data, str) else None
+            if audio is not None:
+                if audio[1] != rate:
+                    await flush()
+                    rate = audio[1]
+                    # 10 % short still counts: the resampler's first output is a few samples short
+                    chunk_bytes = rate * SAMPLE_WIDTH * INPUT_CHUNK_MS // 1000 * 9 // 10
+                pending.append(audio[0])
+                pending_bytes += len(audio[0])
+                if pending_bytes >= chunk_bytes:
+                    await flush()
+                continue
             try:
                 frame = await serializer.deserialize(msg.data) if serializer else None
             except Exception as e:  # one bad message must not end the call
@@ -120,12 +153,14 @@ class _Input(BaseInputTransport):
                 continue
             if frame is None:
                 continue
+            await flush()
             if isinstance(frame, InputAudioRawFrame):
                 await self.push_audio_frame(frame)
             elif isinstance(frame, InputTransportMessageFrame):
                 await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
             else:
                 await self.push_frame(frame)
+        await flush()
         if not self._client.closing:
             await self._client.transport.peer_left()
 

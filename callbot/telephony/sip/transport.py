@@ -40,10 +40,10 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from callbot.constants import PIPELINE_IN_RATE, PIPELINE_OUT_RATE, TELEPHONY_RATE
+from callbot.constants import INPUT_CHUNK_MS, PIPELINE_IN_RATE, PIPELINE_OUT_RATE, TELEPHONY_RATE
 from callbot.telephony.sip.stack import SipCall
 
-POLL_SECS = 0.02
+POLL_SECS = INPUT_CHUNK_MS / 1000  # one pipeline frame per poll (see constants)
 TX_TARGET_BYTES = 1280  # 80 ms at 8 kHz 16-bit: what we keep queued in the stack
 DRAIN_TIMEOUT_SECS = 10.0
 
