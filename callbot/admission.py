@@ -6,7 +6,16 @@ is the scarce resource on a small machine: past ``max_calls`` concurrent speech 
 a new call runs in keypad mode (pre-rendered menu prompts, no ASR), and when more than
 ``max_queue`` decodes already wait for a slot, a new segment is not queued — the call
 switches to the keypad menu instead of leaving the caller in silence while a backlog
-drains. 0 disables either limit. Pure bookkeeping, no clock: unit-tested directly.
+drains. 0 disables either limit.
+
+``max_calls`` is a guess an operator has to measure; what a caller feels is how long
+Whisper takes to answer (queue + decode). So, with ``max_response_s`` set, a new call also
+goes to the keypad menu while the recent response time (an exponential average of the
+last ~5 decodes, fed by ``observe``) is above it — at 20 calls on a 2-core box that holds
+speech at what the CPU serves, whatever the box. An average older than
+``RESPONSE_FRESH_S`` does not count, and a call that finds no speech call in progress
+always gets speech, so a past peak cannot lock callers out. Pure bookkeeping; the caller
+passes the clock (``now``), so it is unit-tested directly.
 """
 
 from __future__ import annotations
@@ -18,17 +27,40 @@ from dataclasses import dataclass
 class AsrAdmission:
     max_calls: int = 0  # speech calls at once; 0 = no limit
     max_queue: int = 0  # decodes waiting for a slot before new ones are refused; 0 = no limit
+    max_response_s: float = 0.0  # recent queue + decode time above which new calls get keypad; 0 = off
     speech_calls: int = 0
     keypad_calls: int = 0
     refused_decodes: int = 0
+    response_s: float = 0.0  # exponential average of queue + decode time
+    response_at: float = float("-inf")  # when the newest decode in it finished
+    RESPONSE_WEIGHT = 0.2  # of the newest decode in the average (~ the last 5 count)
+    RESPONSE_FRESH_S = 10.0  # under load decodes finish every second or so
 
-    def admit_call(self) -> bool:
-        """True: the call gets speech recognition (call ``release_call(True)`` at its end)."""
-        if self.max_calls and self.speech_calls >= self.max_calls:
+    def admit_call(self, now: float = float("-inf")) -> bool:
+        """True: the call gets speech recognition (call ``release_call(True)`` at its end).
+        ``now``: the clock ``observe`` was given (without it the response time is not used)."""
+        if self.refusal(now) is not None:
             self.keypad_calls += 1
             return False
         self.speech_calls += 1
         return True
+
+    def refusal(self, now: float = float("-inf")) -> str | None:
+        """Why a new call would get the keypad menu at ``now``, or None."""
+        if self.max_calls and self.speech_calls >= self.max_calls:
+            return f"{self.speech_calls} speech calls already (max {self.max_calls})"
+        fresh = now - self.response_at <= self.RESPONSE_FRESH_S
+        if self.max_response_s and self.speech_calls and fresh and self.response_s > self.max_response_s:
+            return (f"Whisper answers in {self.response_s:.1f} s (max {self.max_response_s:g} s) "
+                    f"with {self.speech_calls} speech calls")
+        return None
+
+    def observe(self, response_s: float, now: float) -> None:
+        """A decode a caller waited for took ``response_s`` (queue + decode), ending at ``now``."""
+        fresh = now - self.response_at <= self.RESPONSE_FRESH_S
+        w = self.RESPONSE_WEIGHT if fresh else 1.0  # a stale average restarts from this decode
+        self.response_s += w * (response_s - self.response_s)
+        self.response_at = now
 
     def release_call(self, speech: bool) -> None:
         if speech:
@@ -50,4 +82,5 @@ class AsrAdmission:
 
     def snapshot(self) -> dict[str, int]:
         return {"speech_calls": self.speech_calls, "keypad_calls": self.keypad_calls,
-                "refused_decodes": self.refused_decodes, "max_calls": self.max_calls, "max_queue": self.max_queue}
+                "refused_decodes": self.refused_decodes, "max_calls": self.max_calls, "max_queue": self.max_queue,
+                "response_ms": round(self.response_s * 1000)}

@@ -60,11 +60,12 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         session = flow.new_session(CallContext(caller=info.caller, called=info.called, channel=info.channel,
                                                now=datetime.now().astimezone()))
         admission = rt.asr.admission
-        speech = admission.admit_call()
+        refusal = admission.refusal(time.monotonic())
+        speech = admission.admit_call(time.monotonic())
         if not speech:
-            log.warning("call %s: %d speech calls already (max %d): keypad mode", info.call_id,
-                        admission.speech_calls, admission.max_calls)
-            recorder.emit(ev.ErrorEvent(code="asr_busy", message="over speech capacity: keypad menu", stage="asr"))
+            log.warning("call %s: %s: keypad mode", info.call_id, refusal)
+            recorder.emit(ev.ErrorEvent(code="asr_busy", message=f"over speech capacity ({refusal}): keypad menu",
+                                        stage="asr"))
         vad = SharedSileroVAD(sample_rate=PIPELINE_IN_RATE,
                               params=VADParams(stop_secs=min(PAUSE_SECS, rt.settings.end_of_turn_secs)))
         vad.enabled = speech

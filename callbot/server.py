@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from callbot.config import Settings
+from callbot.osthreads import name_thread
 from callbot.redis_server import RedisServer
 from callbot.runtime import FlowLibrary, Runtime
 from callbot.store import EventStore
@@ -127,6 +128,7 @@ def pid_file(settings: Settings) -> Path:
 
 
 def serve(settings: Settings) -> None:
+    name_thread("callbot")  # the event loop's thread; threads started from it inherit the name
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pid_path = pid_file(settings)
     pid_path.write_text(str(os.getpid()))

@@ -74,6 +74,32 @@ def test_admission_refuses_decodes_past_the_queue_bound_and_degrades_the_call():
     assert a.snapshot()["keypad_calls"] == 0
 
 
+def test_admission_follows_whisper_response_time():
+    a = AsrAdmission(max_calls=10, max_response_s=1.2)
+    assert a.admit_call(0.0) and a.admit_call(0.0)
+    a.observe(0.5, now=1.0)
+    assert a.response_s == 0.5  # the first decode sets the average
+    for t in range(5):
+        a.observe(3.0, now=2.0 + t)  # the CPU is saturated: replies come late
+    assert a.response_s > 1.2
+    assert not a.admit_call(7.0)
+    assert "Whisper answers in" in a.refusal(7.0)
+    for t in range(10):
+        a.observe(0.6, now=8.0 + t)  # load went down
+    assert a.admit_call(18.0)
+    assert a.snapshot()["response_ms"] == round(a.response_s * 1000)
+
+
+def test_a_past_peak_does_not_lock_callers_out():
+    a = AsrAdmission(max_response_s=1.0)
+    a.observe(5.0, now=0.0)  # the last decode of a peak
+    assert a.speech_calls == 0 and a.admit_call(1.0)  # nobody is using speech: always admitted
+    assert not a.admit_call(2.0)  # one call runs and the average is recent and high
+    assert a.admit_call(20.0)  # no decode for 20 s: the average is stale
+    a.observe(0.4, now=21.0)
+    assert a.response_s == pytest.approx(0.4)  # ... and restarts from the next decode
+
+
 def test_trim_silence_keeps_a_little_around_the_speech():
     rate = 8000
     speech = (np.sin(np.arange(rate) / 3) * 8000).astype("<i2")

@@ -205,3 +205,38 @@ async def test_no_early_decode_when_the_recogniser_is_busy(shared, clip, monkeyp
     stt, transcripts, decodes = await _run_stt(shared, clip, [0.032, 0.064, 0.096, 0.128], n_speech, monkeypatch)
     assert len(transcripts) == 1 and transcripts[0].result.early is False
     assert (stt.early_used, stt.early_dropped) == (0, 0) and len(decodes) == 1
+
+
+async def test_a_partial_still_queued_is_skipped_when_the_caller_goes_on(shared, clip) -> None:
+    """Under load the first part of a resumed turn usually still waits for a slot when the
+    caller goes on: it is dropped, and the turn is decoded once, whole."""
+    from pipecat.frames.frames import (
+        InputAudioRawFrame,
+        TranscriptionFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.pipeline.worker import PipelineParams
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from callbot.speech.stt import WhisperSTT
+
+    busy = [asyncio.ensure_future(shared.atranscribe(clip)) for _ in range(shared.max_concurrent)]
+    await asyncio.sleep(0.05)  # both slots taken: the call's first segment will have to wait
+    step = 640
+    half = len(clip) // 2 // step * step
+
+    def audio(pcm: bytes) -> list:
+        return [InputAudioRawFrame(pcm[i : i + step], 16000, 1) for i in range(0, len(pcm), step)]
+
+    stt = WhisperSTT(shared)
+    frames = [VADUserStartedSpeakingFrame(), *audio(clip[:half]), VADUserStoppedSpeakingFrame(),
+              SleepFrame(0.2),  # its decode is queued behind the busy slots when the caller goes on
+              VADUserStartedSpeakingFrame(), *audio(clip[half:]), VADUserStoppedSpeakingFrame()]
+    down, _ = await run_test(stt, frames_to_send=frames,
+                             pipeline_params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=8000))
+    await asyncio.gather(*busy)
+    transcripts = [f for f in down if isinstance(f, TranscriptionFrame)]
+    assert stt.superseded == 1, "the first segment's queued decode should have been dropped"
+    assert len(transcripts) == 1 and transcripts[0].result.segments == 2
+    assert "horaires" in transcripts[0].text.lower() or "ouverture" in transcripts[0].text.lower()

@@ -48,7 +48,9 @@ def asr_summary(log_text: str) -> dict:
         "queued": S.stats(queued),
         "beams": beams,
         "keypad_calls": log_text.count(": keypad mode"),
+        "keypad_by_response": sum("Whisper answers in" in ln for ln in log_text.splitlines() if ": keypad mode" in ln),
         "degraded_calls": log_text.count("ASR queue full"),
+        "skipped": log_text.count("audio: skipped, the caller went on"),
     }
 
 
@@ -102,10 +104,14 @@ def caller_script(rng: random.Random, turns: int, period: float) -> list:
     return steps
 
 
-async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float, period: float) -> dict:
+async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float, period: float,
+                   call_seconds: float = 0.0) -> dict:
     from callbot.testing.twilio_caller import place_call
 
-    turns = max(1, int((deadline - time.monotonic()) / period))
+    left = deadline - time.monotonic()
+    if call_seconds:  # calls come and go, as on a real line (admission then acts on arrivals)
+        left = min(left, call_seconds * rng.uniform(0.7, 1.3))
+    turns = max(1, int(left / period))
     t0 = time.monotonic()
     try:
         report = await place_call(srv.url, audio=caller_script(rng, turns, period), token=S.TOKEN,
@@ -149,7 +155,8 @@ async def run(args: argparse.Namespace) -> dict:
             async def slot(i: int) -> None:
                 await asyncio.sleep(i * args.ramp / max(1, args.calls))  # ramp up, like a busy morning
                 while time.monotonic() < deadline - args.period:
-                    results.append(await one_call(srv, rest, random.Random(rng.random()), deadline, args.period))
+                    results.append(await one_call(srv, rest, random.Random(rng.random()), deadline, args.period,
+                                                  args.call_seconds))
 
             async def sample() -> None:
                 while True:
@@ -169,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict:
     greet = [r["greeting"] for r in results]
     v2v = [v for r in results for v in r["v2v"]]
     return {
-        "calls": args.calls, "seconds": args.seconds, "env": env,
+        "calls": args.calls, "seconds": args.seconds, "env": env, "call_seconds": args.call_seconds,
         "placed": len(results),
         "answered": sum(r["answered"] for r in results),
         "failed": sum(not r["answered"] for r in results),
@@ -201,6 +208,7 @@ def print_summary(s: dict) -> None:
 
     sv = s["server"]
     print(f"bench-load: {s['calls']} concurrent calls for {s['seconds']} s"
+          + (f", each ~{s['call_seconds']:g} s" if s.get("call_seconds") else "")
           + (f"  env {s['env']}" if s["env"] else ""))
     print(f"  calls placed {s['placed']}, answered {s['answered']}, failed {s['failed']}, "
           f"greeting within 1 s {s['answered_within_1s']}/{s['placed']}")
@@ -215,13 +223,17 @@ def print_summary(s: dict) -> None:
     print(f"  server CPU {sv['cpu_pct_mean']} % mean ({sv['cpu_pct_max']} % max of 200), "
           f"RSS {sv['rss_mb_idle']:.0f} MB idle -> {sv['rss_mb_max']:.0f} MB max; "
           f"the callers' own process {sv['caller_cpu_pct']} % (same machine)")
+    if sv.get("cpu_pct_by_thread"):
+        print("  server CPU by thread: " + ", ".join(f"{g} {v} %" for g, v in sv["cpu_pct_by_thread"].items()))
     a = s.get("asr") or {}
     if a.get("decodes"):
-        print(f"  server ASR: {a['decodes']} decodes ({a['redecodes']} re-decodes of a resumed turn; early decodes "
+        print(f"  server ASR: {a['decodes']} decodes ({a['redecodes']} re-decodes of a resumed turn, "
+              f"{a.get('skipped', 0)} partials skipped as the caller went on; early decodes "
               f"{a['early_used']} used, {a['early_unused']} thrown away), beams {a['beams']}; "
               f"decode p50/p95 {a['decode']['p50'] * 1000:.0f}/{a['decode']['p95'] * 1000:.0f} ms, "
               f"queued p50/p95 {a['queued']['p50'] * 1000:.0f}/{a['queued']['p95'] * 1000:.0f} ms; "
-              f"calls in keypad mode {a['keypad_calls']} at start, {a['degraded_calls']} mid-call")
+              f"calls in keypad mode {a['keypad_calls']} at start ({a.get('keypad_by_response', 0)} for Whisper's "
+              f"response time), {a['degraded_calls']} mid-call")
     for e in s["errors"]:
         print(f"  error: {e[:200]}")
 
@@ -231,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=20, help="concurrent calls")
     ap.add_argument("--seconds", type=float, default=90, help="how long to keep them up")
     ap.add_argument("--period", type=float, default=PERIOD_S, help="seconds between a caller's turns")
+    ap.add_argument("--call-seconds", type=float, default=0.0,
+                    help="mean length of a call (then the slot places a new one); 0 = one call per slot")
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which calls arrive")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--env", action="append", default=[], metavar="CALLBOT_X=V", help="server setting override")

@@ -100,13 +100,37 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def thread_group(pid: int, tid: int, comm: str) -> str:
+    """Which part of the server a thread is (names set by ``callbot.osthreads``)."""
+    if tid == pid:
+        return "event loop"
+    if comm.startswith("whisper"):
+        return "whisper"
+    return "vad" if comm == "vad" else "other"
+
+
+def cpu_by_thread_group(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread group (threads that ended are lost: sample a window)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended between listing and reading
+            continue
+        group = thread_group(pid, int(task.name), comm)
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 class ProcSampler:
-    """CPU % and RSS of the server over a measured window (sampled every ``every`` s)."""
+    """CPU % (whole process and per thread group) and RSS of the server over a measured window."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.t0 = time.monotonic()
         self.cpu0 = cpu_seconds(pid)
+        self.groups0 = cpu_by_thread_group(pid)
         self.rss: list[float] = [rss_mb(pid)]
         self.cpu_samples: list[float] = []
         self._last = (self.t0, self.cpu0)
@@ -122,7 +146,10 @@ class ProcSampler:
     def summary(self) -> dict[str, float]:
         self.sample()
         wall = time.monotonic() - self.t0
+        groups = cpu_by_thread_group(self.pid)
         return {
+            "cpu_pct_by_thread": {g: round(100 * (c - self.groups0.get(g, 0.0)) / wall, 1) if wall > 0 else 0.0
+                                  for g, c in sorted(groups.items())},
             "cpu_pct_mean": round(100 * (cpu_seconds(self.pid) - self.cpu0) / wall, 1) if wall > 0 else 0.0,
             "cpu_pct_max": round(max(self.cpu_samples, default=0.0), 1),
             "rss_mb_start": round(self.rss[0], 1),

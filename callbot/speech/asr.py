@@ -42,6 +42,7 @@ import numpy as np
 
 from callbot.constants import PIPELINE_IN_RATE
 from callbot.errors import ModelError
+from callbot.osthreads import name_thread
 from callbot.speech.models import Progress, whisper_model_dir
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,8 @@ class SharedWhisper:
         from callbot.admission import AsrAdmission
 
         self.admission = AsrAdmission(int(getattr(settings, "max_asr_calls", 0) or 0),
-                                      int(getattr(settings, "max_asr_queue", 0) or 0))
+                                      int(getattr(settings, "max_asr_queue", 0) or 0),
+                                      float(getattr(settings, "max_asr_response_s", 0) or 0))
         self.waiting = 0  # decodes waiting for a slot (all calls of this process)
         self.running = 0  # decodes in progress (event-loop side bookkeeping)
         self.speculating = 0  # of which speculative (early decodes that may be thrown away)
@@ -162,7 +164,8 @@ class SharedWhisper:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
-        self._executor = concurrent.futures.ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="asr")
+        self._executor = concurrent.futures.ThreadPoolExecutor(  # features, then wait for CTranslate2
+            self.max_concurrent, thread_name_prefix="asr", initializer=name_thread, initargs=("whisper-call",))
         try:  # the shared Silero session and the call path's imports (pipecat pipeline, ~0.2 s):
             # otherwise the first call after start-up paid for them before its greeting
             import callbot.call  # noqa: F401
@@ -180,23 +183,24 @@ class SharedWhisper:
         )
 
     def _niced(self, build: Callable[[], Any]) -> Any:
-        """Build the model in a thread of lower priority (``asr_nice``).
+        """Build the model in a thread named ``whisper``, of lower priority (``asr_nice``).
 
         CTranslate2 decodes in its own worker threads, created with the model, and Linux
-        threads inherit the nice value of the thread that creates them. Under load the
-        event loop paces every call's outgoing audio: if it waits behind the decoder,
+        threads inherit the name and nice value of the thread that creates them. Under load
+        the event loop paces every call's outgoing audio: if it waits behind the decoder,
         callers hear gaps. A late transcript costs less than a gap.
         """
-        if self.nice <= 0 or not hasattr(os, "setpriority"):
-            return build()
 
-        def lower_priority() -> None:
+        def init() -> None:
+            name_thread("whisper")
+            if self.nice <= 0 or not hasattr(os, "setpriority"):
+                return
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except OSError:  # pragma: no cover - not permitted in some containers
                 log.warning("could not lower the Whisper threads' priority")
 
-        with concurrent.futures.ThreadPoolExecutor(1, "asr-load", initializer=lower_priority) as pool:
+        with concurrent.futures.ThreadPoolExecutor(1, "asr-load", initializer=init) as pool:
             return pool.submit(build).result()
 
     # ------------------------------------------------------------------ sync
@@ -304,13 +308,14 @@ class SharedWhisper:
         return self.running == 0 and self.waiting == 0
 
     async def atranscribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None,
-                          speculative: bool = False) -> AsrResult:
+                          speculative: bool = False, on_start: Callable[[], None] | None = None) -> AsrResult:
         """Queue for a decode slot, then transcribe in the ASR thread pool.
 
         If the caller is cancelled mid-decode, the slot is held until the thread
         actually finishes, so cancelled calls cannot oversubscribe the CPU.
         ``speculative`` decodes (``stt.py``'s early decodes, often thrown away) do not
-        count as load when the next decode picks its beam.
+        count as load when the next decode picks its beam. ``on_start`` is called when
+        the decode leaves the queue (cancelling before that costs no CPU).
         """
         sem = self._semaphore()
         t0 = time.perf_counter()
@@ -325,6 +330,8 @@ class SharedWhisper:
         beam = self.busy_beam_size if (self.running - self.speculating or self.waiting) else self.beam_size
         self.running += 1
         self.speculating += speculative
+        if on_start is not None:
+            on_start()
 
         def done(_f) -> None:
             self.running -= 1
@@ -341,6 +348,8 @@ class SharedWhisper:
         fut.add_done_callback(done)
         res = await asyncio.shield(fut)
         res.queue_ms = queue_ms
+        if not speculative:  # early decodes run only on an idle recogniser: they would flatter the average
+            self.admission.observe((queue_ms + res.asr_ms) / 1000, time.monotonic())
         return res
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ import numpy as np
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
+from callbot.osthreads import name_thread
+
 BATCH_WAIT_S = 0.008  # gathering time before a batch runs (see _Batcher.submit)
 
 _lock = threading.RLock()
@@ -43,7 +45,7 @@ def _shared() -> tuple[object, ThreadPoolExecutor]:
 
             path = str(resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx"))
             _session = SileroOnnxModel(path, force_onnx_cpu=True).session
-            _executor = ThreadPoolExecutor(1, thread_name_prefix="vad")
+            _executor = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=name_thread, initargs=("vad",))
         return _session, _executor  # type: ignore[return-value]
 
 
