@@ -51,6 +51,7 @@ Window = Literal["short", "full"]
 
 # Rejection thresholds (Whisper's own defaults for fallback decisions).
 COMPRESSION_RATIO_MAX = 2.4
+WARM_UP_AUDIO_S = 4.0  # the throw-away decode at start-up: a typical turn's window
 LOGPROB_MIN = -1.0
 NO_SPEECH_MIN = 0.6
 TOKENS_PER_SECOND = 15  # generous for French speech (~5 tokens/s); bounds loops
@@ -202,6 +203,21 @@ class SharedWhisper:
 
         with concurrent.futures.ThreadPoolExecutor(1, "asr-load", initializer=init) as pool:
             return pool.submit(build).result()
+
+    def warm_up_sync(self) -> float:
+        """Run one throw-away decode per worker, at once, before the first caller (blocking).
+
+        CTranslate2's first decode on each worker allocates its buffers: the first caller
+        after a start paid ~50-90 ms more per decode (measured with ``horaires.wav``).
+        Returns the seconds spent.
+        """
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        pcm = (rng.normal(0, 300, int(WARM_UP_AUDIO_S * PIPELINE_IN_RATE))
+               * np.sin(np.linspace(0, 400 * np.pi, int(WARM_UP_AUDIO_S * PIPELINE_IN_RATE)))).astype(np.int16)
+        with concurrent.futures.ThreadPoolExecutor(self.max_concurrent) as pool:
+            list(pool.map(lambda _: self.transcribe(pcm.tobytes()), range(self.max_concurrent)))
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ sync
     def transcribe(self, pcm16k: bytes, prompt: str | None = None, *, window: Window | None = None,
