@@ -82,12 +82,15 @@ async def twilio_call(srv: S.BenchServer, rest, steps: list) -> dict:
     if report.rest_hangup_at is not None and report.bot_speech:
         hangup_gap = round(report.rest_hangup_at - report.bot_speech[-1][1], 3)
     return {
+        "call_sid": report.call_sid,
         "completed": report.completed,
         "greeting": report.greeting_latency,
         "v2v": report.voice_to_voice,
         "dtmf": report.dtmf_to_voice,
         "hangup_gap": hangup_gap,
         "underruns": getattr(_last_heard(report), "underruns", 0),
+        "underrun_s": getattr(_last_heard(report), "underrun_s", 0.0),
+        "late_frames": report.late_frames,
         "errors": report.errors + report.warnings,
         "timeline": report.timeline(),
     }

@@ -137,6 +137,23 @@ async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float
     }
 
 
+async def conversation_call(srv: S.BenchServer, rest, rng: random.Random) -> dict:
+    """One of ``bench-latency``'s scripted calls: the caller waits for each reply before it
+    speaks, so every turn is a clean voice-to-voice sample, comparable with the single-call
+    figures (``bench-load``'s own script talks on a timer, into whatever node the call is in,
+    and some of those nodes wait on purpose: dictation hints)."""
+    from callbot.bench.latency import twilio_call, twilio_scripts
+
+    t0 = time.monotonic()
+    try:
+        r = await twilio_call(srv, rest, rng.choice(twilio_scripts()))
+    except Exception as e:  # a refused/failed call is a result, not a crash of the bench
+        return {"answered": False, "completed": False, "greeting": None, "v2v": [], "v2v_clean": [], "dtmf": [],
+                "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
+    r.update(answered=r["greeting"] is not None, v2v_clean=r["v2v"], wall=time.monotonic() - t0)
+    return r
+
+
 async def run(args: argparse.Namespace) -> dict:
     from callbot.testing.fake_twilio_rest import FakeTwilioRest
 
@@ -155,8 +172,9 @@ async def run(args: argparse.Namespace) -> dict:
             async def slot(i: int) -> None:
                 await asyncio.sleep(i * args.ramp / max(1, args.calls))  # ramp up, like a busy morning
                 while time.monotonic() < deadline - args.period:
-                    results.append(await one_call(srv, rest, random.Random(rng.random()), deadline, args.period,
-                                                  args.call_seconds))
+                    call_rng = random.Random(rng.random())
+                    results.append(await conversation_call(srv, rest, call_rng) if args.conversation else
+                                   await one_call(srv, rest, call_rng, deadline, args.period, args.call_seconds))
 
             async def sample() -> None:
                 while True:
@@ -177,6 +195,8 @@ async def run(args: argparse.Namespace) -> dict:
     v2v = [v for r in results for v in r["v2v"]]
     return {
         "calls": args.calls, "seconds": args.seconds, "env": env, "call_seconds": args.call_seconds,
+        "conversation": args.conversation,
+        "speech_turns_per_s": round(sum(len(r["v2v"]) for r in results) / max(1.0, args.seconds), 2),
         "placed": len(results),
         "answered": sum(r["answered"] for r in results),
         "failed": sum(not r["answered"] for r in results),
@@ -209,6 +229,8 @@ def print_summary(s: dict) -> None:
     sv = s["server"]
     print(f"bench-load: {s['calls']} concurrent calls for {s['seconds']} s"
           + (f", each ~{s['call_seconds']:g} s" if s.get("call_seconds") else "")
+          + (", bench-latency's conversations" if s.get("conversation") else "")
+          + f"; {s['speech_turns_per_s']} speech turns/s"
           + (f"  env {s['env']}" if s["env"] else ""))
     print(f"  calls placed {s['placed']}, answered {s['answered']}, failed {s['failed']}, "
           f"greeting within 1 s {s['answered_within_1s']}/{s['placed']}")
@@ -243,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=20, help="concurrent calls")
     ap.add_argument("--seconds", type=float, default=90, help="how long to keep them up")
     ap.add_argument("--period", type=float, default=PERIOD_S, help="seconds between a caller's turns")
+    ap.add_argument("--conversation", action="store_true",
+                    help="callers run bench-latency's scripts (wait for each reply, then speak), call after call")
     ap.add_argument("--call-seconds", type=float, default=0.0,
                     help="mean length of a call (then the slot places a new one); 0 = one call per slot")
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which calls arrive")
