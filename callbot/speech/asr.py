@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 
 Window = Literal["short", "full"]
 
+WARM_UP_AUDIO_S = 4.0  # the throw-away decode at start-up: about a caller turn
+
 # Rejection thresholds (Whisper's own defaults for fallback decisions).
 COMPRESSION_RATIO_MAX = 2.4
-WARM_UP_AUDIO_S = 4.0  # the throw-away decode at start-up: a typical turn's window
 LOGPROB_MIN = -1.0
 NO_SPEECH_MIN = 0.6
 TOKENS_PER_SECOND = 15  # generous for French speech (~5 tokens/s); bounds loops
@@ -212,9 +213,8 @@ class SharedWhisper:
         Returns the seconds spent.
         """
         t0 = time.perf_counter()
-        rng = np.random.default_rng(0)
-        pcm = (rng.normal(0, 300, int(WARM_UP_AUDIO_S * PIPELINE_IN_RATE))
-               * np.sin(np.linspace(0, 400 * np.pi, int(WARM_UP_AUDIO_S * PIPELINE_IN_RATE)))).astype(np.int16)
+        # Quiet noise: the encoder and the first decoder steps run; what they hear does not matter.
+        pcm = np.random.default_rng(0).normal(0, 300, int(WARM_UP_AUDIO_S * PIPELINE_IN_RATE)).astype(np.int16)
         with concurrent.futures.ThreadPoolExecutor(self.max_concurrent) as pool:
             list(pool.map(lambda _: self.transcribe(pcm.tobytes()), range(self.max_concurrent)))
         return time.perf_counter() - t0
