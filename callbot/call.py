@@ -46,6 +46,21 @@ from callbot.telephony.base import CallControl, CallInfo
 log = logging.getLogger(__name__)
 
 
+async def run_pipeline(pipeline: Pipeline, transport: BaseTransport) -> None:
+    """Run a call's pipeline until it ends or the peer leaves (``on_client_disconnected``)."""
+    worker = PipelineWorker(pipeline, params=PipelineParams(
+        audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
+        enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None, check_dangling_tasks=False)
+
+    @transport.event_handler("on_client_disconnected")
+    async def _peer_left(*_args) -> None:
+        await worker.cancel(reason="caller hung up")
+
+    runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+    await runner.add_workers(worker)
+    await runner.run()
+
+
 async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, control: CallControl) -> None:
     recorder = CallRecorder(rt.store, info.call_id)
     flow = rt.flows.current  # the call keeps this version even if flows are reloaded meanwhile
@@ -94,17 +109,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
             CachedTTS(rt.voice, rt.prompts),
             transport.output(),
         ])
-        worker = PipelineWorker(pipeline, params=PipelineParams(
-            audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
-            enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None, check_dangling_tasks=False)
-
-        @transport.event_handler("on_client_disconnected")
-        async def _caller_left(*_args) -> None:
-            await worker.cancel(reason="caller hung up")
-
-        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-        await runner.add_workers(worker)
-        await runner.run()
+        await run_pipeline(pipeline, transport)
 
         final = flow_proc.final_turn
         if final is None:

@@ -14,12 +14,11 @@ import pytest
 from aiohttp import web
 from pipecat.frames.frames import Frame, InputAudioRawFrame, InputDTMFFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import WorkerRunner
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
-from callbot.constants import INPUT_CHUNK_MS, PIPELINE_IN_RATE, PIPELINE_OUT_RATE, SAMPLE_WIDTH
+from callbot.call import run_pipeline
+from callbot.constants import INPUT_CHUNK_MS, PIPELINE_IN_RATE, SAMPLE_WIDTH
 from callbot.telephony.twilio import CallbotTwilioSerializer
 from callbot.telephony.websocket import AiohttpWebsocketTransport, WebsocketParams
 
@@ -56,17 +55,7 @@ async def test_audio_is_chunked_and_digits_keep_their_place():
         await ws.prepare(request)
         serializer = CallbotTwilioSerializer("MZ1", params=TwilioFrameSerializer.InputParams(auto_hang_up=False))
         transport = AiohttpWebsocketTransport(ws, WebsocketParams(audio_in_enabled=True, serializer=serializer))
-        worker = PipelineWorker(Pipeline([transport.input(), collect]), params=PipelineParams(
-            audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
-            enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None, check_dangling_tasks=False)
-
-        @transport.event_handler("on_client_disconnected")
-        async def _left(*_args) -> None:
-            await worker.cancel(reason="peer left")
-
-        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-        await runner.add_workers(worker)
-        await runner.run()
+        await run_pipeline(Pipeline([transport.input(), collect]), transport)
         done.set()
         return ws
 
