@@ -35,6 +35,7 @@ class AsrAdmission:
     response_at: float = float("-inf")  # when the newest decode in it finished
     RESPONSE_WEIGHT = 0.2  # of the newest decode in the average (~ the last 5 count)
     RESPONSE_FRESH_S = 10.0  # under load decodes finish every second or so
+    DROWNING = 2.0  # response time, in max_response_s, past which calls in progress leave speech too
 
     def admit_call(self, now: float = float("-inf")) -> bool:
         """True: the call gets speech recognition (call ``release_call(True)`` at its end).
@@ -73,9 +74,16 @@ class AsrAdmission:
         self.speech_calls = max(0, self.speech_calls - 1)
         self.keypad_calls += 1
 
-    def admit_decode(self, waiting: int) -> bool:
-        """May a new segment be queued when ``waiting`` decodes wait for a slot?"""
-        if self.max_queue and waiting >= self.max_queue:
+    def admit_decode(self, waiting: int, now: float = float("-inf")) -> bool:
+        """May a new segment be queued when ``waiting`` decodes wait for a slot?
+
+        Also no while Whisper's recent response time is over ``DROWNING`` × ``max_response_s``
+        and other speech calls share it: a caller is better served by the keypad menu than
+        by that silence (at 30 calls, replies took 5-15 s before this)."""
+        fresh = now - self.response_at <= self.RESPONSE_FRESH_S
+        drowning = (self.max_response_s and fresh and self.speech_calls > 1
+                    and self.response_s > self.DROWNING * self.max_response_s)
+        if (self.max_queue and waiting >= self.max_queue) or drowning:
             self.refused_decodes += 1
             return False
         return True

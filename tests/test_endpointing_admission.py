@@ -90,6 +90,20 @@ def test_admission_follows_whisper_response_time():
     assert a.snapshot()["response_ms"] == round(a.response_s * 1000)
 
 
+def test_calls_in_progress_leave_speech_when_whisper_is_drowning():
+    a = AsrAdmission(max_response_s=2.5)
+    assert a.admit_call(0.0)
+    a.observe(6.0, now=1.0)
+    assert a.admit_decode(waiting=0, now=2.0), "a lone speech call keeps speech, however slow"
+    assert a.admit_call(0.0) is False  # a second caller is refused at the door (6 s > 2.5 s)...
+    a.speech_calls = 2  # ...but say two were admitted before the slowdown
+    assert not a.admit_decode(waiting=0, now=2.0)  # 6 s > 2 x 2.5 s: this segment is not queued
+    for t in range(3):
+        a.observe(2.0, now=3.0 + t)  # the backlog drains
+    assert a.response_s < 5.0 and a.admit_decode(waiting=0, now=6.0)
+    assert a.admit_decode(waiting=0, now=30.0)  # stale
+
+
 def test_a_past_peak_does_not_lock_callers_out():
     a = AsrAdmission(max_response_s=1.0)
     a.observe(5.0, now=0.0)  # the last decode of a peak

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -207,7 +208,7 @@ class WhisperSTT(SegmentedSTTService):
             early = None
         if not self.is_usable or not self.speech_enabled:
             return
-        if early is None and not self._shared.admission.admit_decode(self._shared.waiting):
+        if early is None and not self._shared.admission.admit_decode(self._shared.waiting, time.monotonic()):
             self.speech_enabled = False
             self._shared.admission.degrade_call()
             log.warning("ASR queue full (%d waiting): call moves to the keypad menu", self._shared.waiting)
