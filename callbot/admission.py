@@ -50,11 +50,14 @@ class AsrAdmission:
         """Why a new call would get the keypad menu at ``now``, or None."""
         if self.max_calls and self.speech_calls >= self.max_calls:
             return f"{self.speech_calls} speech calls already (max {self.max_calls})"
-        fresh = now - self.response_at <= self.RESPONSE_FRESH_S
-        if self.max_response_s and self.speech_calls and fresh and self.response_s > self.max_response_s:
+        if self.max_response_s and self.speech_calls and self._recent_response(now) > self.max_response_s:
             return (f"Whisper answers in {self.response_s:.1f} s (max {self.max_response_s:g} s) "
                     f"with {self.speech_calls} speech calls")
         return None
+
+    def _recent_response(self, now: float) -> float:
+        """The response-time average, or 0 when its newest decode is older than ``RESPONSE_FRESH_S``."""
+        return self.response_s if now - self.response_at <= self.RESPONSE_FRESH_S else 0.0
 
     def observe(self, response_s: float, now: float) -> None:
         """A decode a caller waited for took ``response_s`` (queue + decode), ending at ``now``."""
@@ -80,9 +83,8 @@ class AsrAdmission:
         Also no while Whisper's recent response time is over ``DROWNING`` × ``max_response_s``
         and other speech calls share it: a caller is better served by the keypad menu than
         by that silence (at 30 calls, replies took 5-15 s before this)."""
-        fresh = now - self.response_at <= self.RESPONSE_FRESH_S
-        drowning = (self.max_response_s and fresh and self.speech_calls > 1
-                    and self.response_s > self.DROWNING * self.max_response_s)
+        drowning = (self.max_response_s and self.speech_calls > 1
+                    and self._recent_response(now) > self.DROWNING * self.max_response_s)
         if (self.max_queue and waiting >= self.max_queue) or drowning:
             self.refused_decodes += 1
             return False

@@ -75,8 +75,9 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         session = flow.new_session(CallContext(caller=info.caller, called=info.called, channel=info.channel,
                                                now=datetime.now().astimezone()))
         admission = rt.asr.admission
-        refusal = admission.refusal(time.monotonic())
-        speech = admission.admit_call(time.monotonic())
+        now = time.monotonic()
+        refusal = admission.refusal(now)
+        speech = admission.admit_call(now)
         if not speech:
             log.warning("call %s: %s: keypad mode", info.call_id, refusal)
             recorder.emit(ev.ErrorEvent(code="asr_busy", message=f"over speech capacity ({refusal}): keypad menu",

@@ -104,6 +104,11 @@ def caller_script(rng: random.Random, turns: int, period: float) -> list:
     return steps
 
 
+def _failed_call(e: Exception, t0: float) -> dict:
+    return {"answered": False, "completed": False, "greeting": None, "v2v": [], "v2v_clean": [], "dtmf": [],
+            "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
+
+
 async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float, period: float,
                    call_seconds: float = 0.0) -> dict:
     from callbot.testing.twilio_caller import place_call
@@ -118,8 +123,7 @@ async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float
                                   account_sid=S.ACCOUNT_SID, rest=rest, timeout=turns * period * 1.3 + 30,
                                   hangup_after=1.0)
     except Exception as e:  # a refused/failed call is a result, not a crash of the bench
-        return {"answered": False, "completed": False, "greeting": None, "v2v": [], "v2v_clean": [], "dtmf": [],
-                "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
+        return _failed_call(e, t0)
     heard = getattr(report, "_heard", None)
     return {
         "call_sid": report.call_sid,
@@ -148,8 +152,7 @@ async def conversation_call(srv: S.BenchServer, rest, rng: random.Random) -> dic
     try:
         r = await twilio_call(srv, rest, rng.choice(twilio_scripts()))
     except Exception as e:  # a refused/failed call is a result, not a crash of the bench
-        return {"answered": False, "completed": False, "greeting": None, "v2v": [], "v2v_clean": [], "dtmf": [],
-                "underruns": 0, "underrun_s": 0.0, "errors": [repr(e)], "wall": time.monotonic() - t0}
+        return _failed_call(e, t0)
     r.update(answered=r["greeting"] is not None, v2v_clean=r["v2v"], wall=time.monotonic() - t0)
     return r
 

@@ -117,16 +117,13 @@ class _Input(BaseInputTransport):
         serializer = self._params.serializer
         # A serializer may decode media messages straight to (pcm, rate) (Twilio's does).
         media_audio = getattr(serializer, "media_audio", None)
-        pending: list[bytes] = []
-        pending_bytes = 0
+        pending = bytearray()
         rate = chunk_bytes = 0
 
         async def flush() -> None:
-            nonlocal pending_bytes
             if pending:
-                audio = b"".join(pending)
+                audio = bytes(pending)
                 pending.clear()
-                pending_bytes = 0
                 await self.push_audio_frame(InputAudioRawFrame(audio=audio, sample_rate=rate, num_channels=1))
 
         async for msg in ws:
@@ -139,9 +136,8 @@ class _Input(BaseInputTransport):
                     rate = audio[1]
                     # 10 % short still counts: the resampler's first output is a few samples short
                     chunk_bytes = rate * SAMPLE_WIDTH * INPUT_CHUNK_MS // 1000 * 9 // 10
-                pending.append(audio[0])
-                pending_bytes += len(audio[0])
-                if pending_bytes >= chunk_bytes:
+                pending += audio[0]
+                if len(pending) >= chunk_bytes:
                     await flush()
                 continue
             try:
