@@ -25,6 +25,11 @@ def _xdg(var: str, default: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / default) / "callbot"
 
 
+def default_cache_dir() -> Path:
+    """Where models, prompt audio and embeddings are cached when no setting says otherwise."""
+    return Path(os.environ.get("CALLBOT_CACHE_DIR") or _xdg("XDG_CACHE_HOME", ".cache"))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLBOT_", extra="forbid", validate_default=True)
 

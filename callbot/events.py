@@ -132,6 +132,7 @@ class Emergency(_Event):
     number: str  # 112, 15, 17, 18
     text: str = ""
     node: str = ""
+    reason: str = ""  # what caught it: words, classifier, words+classifier, keypad
 
 
 class SurveyAnswered(_Event):

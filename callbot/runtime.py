@@ -24,19 +24,23 @@ log = logging.getLogger(__name__)
 
 
 class FlowLibrary:
-    """The current flow. ``reload`` swaps it atomically; calls in progress keep theirs."""
+    """The current flow. ``reload`` swaps it atomically; calls in progress keep theirs.
+
+    Loading trains the flow's recogniser and emergency detector (seconds; blocking):
+    build and reload it from a worker thread.
+    """
 
     def __init__(self, path: Path) -> None:
         from callbot.flows.loader import load_flow
 
         self._load = load_flow
         self.path = Path(path)
-        self.current: Any = load_flow(self.path)
+        self.current: Any = load_flow(self.path).warm()
         self.loaded_versions = [self.current.version]
 
     def reload(self) -> Any:
         """Load the file again; on error keep the running version and re-raise (FlowError)."""
-        new = self._load(self.path)
+        new = self._load(self.path).warm()
         if new.version != self.current.version:
             self.current = new
             self.loaded_versions.append(new.version)

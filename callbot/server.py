@@ -33,9 +33,9 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
     from callbot.speech.prompt_cache import PromptCache
     from callbot.speech.voices import select_voice
 
-    flows = FlowLibrary(settings.flow)
-    asr, voice = await asyncio.gather(asyncio.to_thread(SharedWhisper, settings),
-                                      asyncio.to_thread(select_voice, settings))
+    flows, asr, voice = await asyncio.gather(asyncio.to_thread(FlowLibrary, settings.flow),
+                                             asyncio.to_thread(SharedWhisper, settings),
+                                             asyncio.to_thread(select_voice, settings))
     prompts = PromptCache(voice, disk_dir=settings.cache_dir / "prompts")
     texts = flows.current.static_prompts()
     warm_s, _ = await asyncio.gather(asyncio.to_thread(asr.warm_up_sync), asyncio.to_thread(prompts.warm, texts))
@@ -112,7 +112,7 @@ def _install_reload(rt: Runtime) -> None:
 
     async def reload() -> None:
         try:
-            flow = rt.flows.reload()
+            flow = await asyncio.to_thread(rt.flows.reload)
             await asyncio.to_thread(rt.prompts.warm, flow.static_prompts())
         except Exception as e:
             log.error("flow reload failed, still running version %s: %s", rt.flows.current.version, e)

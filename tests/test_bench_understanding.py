@@ -41,8 +41,9 @@ def test_bench_on_three_utterances(tmp_path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith(f"3 utterances from {tsv}; flow mairie version ")
     assert re.match(r"audio: 3 synthesised \([\d.]+ s\), 0 cached in ", lines[1])
-    assert lines[2].startswith("whisper: window ") and "prompt: " in lines[2]
-    miss = re.compile(r"miss  \w+ +-> +(\w+|\(no match\)|\(nothing heard\)) +\d\.\d\d  \[(asr|recogniser|rejected)\]$")
+    assert lines[2].startswith("caller voice: mb-fr1; whisper: window ") and "prompt: " in lines[2]
+    miss = re.compile(r"miss  \w+ +-> +(\w+|\(no match\)|\(nothing heard\)|\(clarify [\w |]+\)) +\d\.\d\d  "
+                      r"\[(asr|recogniser|rejected)\]$")
     for i, line in enumerate(lines):
         if line.startswith("miss  "):  # miss EXPECTED -> PREDICTED CONF [CAUSE], then what was said and heard
             assert miss.match(line), line

@@ -43,7 +43,7 @@ def test_conversation_tests_command(capsys):
 
 def test_eval_intents_last_line(tmp_path, capsys):
     tsv = tmp_path / "x.tsv"
-    tsv.write_text("utterance\tintent\nquels sont vos horaires\thoraires\nblablabla\thors_sujet\n"
+    tsv.write_text("utterance\tintent\nquels sont vos horaires\thoraires\nc'est pour ma carte grise\thors_sujet\n"
                    "je voudrais un acte de naissance\telections\n", encoding="utf-8")
     assert run(["eval-intents", str(tsv)]) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -110,7 +110,7 @@ def test_after_the_end_nothing_happens(flow):
 def test_low_confidence_asks_a_clarifying_question_or_reprompts(flow):
     s = session(flow)
     s.start()
-    turn = s.hear("c'est pour un papier")
+    turn = s.hear("c'est à propos de la chose là")
     assert turn.node == "accueil" and turn.listen is not None
     assert [e for e in turn.events if e.type == "intent"][0].intent is None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from callbot.flows.loader import load_flow
+from callbot.understanding.evaluate import first_turn
 
 FLOW = Path(__file__).resolve().parent.parent / "flows" / "mairie.yaml"
 
@@ -132,11 +133,11 @@ HELD_OUT = [
 
 @pytest.fixture(scope="module")
 def recogniser():
-    return load_flow(FLOW).recogniser
+    return load_flow(FLOW)
 
 
-def accuracy(recogniser, rows) -> float:
-    return sum((recogniser.recognise(u).intent or "hors_sujet") == i for u, i in rows) / len(rows)
+def accuracy(flow, rows) -> float:
+    return sum(first_turn(flow, u).judged() == i for u, i in rows) / len(rows)
 
 
 def test_first_set(recogniser):
@@ -150,4 +151,4 @@ def test_held_out(recogniser):
 def test_no_emergency_missed(recogniser):
     for u, i in FIRST_SET + HELD_OUT:
         if i == "urgence":
-            assert recogniser.recognise(u).intent == "urgence", u
+            assert first_turn(recogniser, u).label == "urgence", u

@@ -1,6 +1,7 @@
 """Spoken intent accuracy: the whole understanding chain, offline, on ``utterance<TAB>intent`` rows.
 
-Each utterance is read by SVOX Pico (``pico2wave -l fr-FR``), sent through the
+Each utterance is read by a French voice the bot does not use (MBROLA fr1 through
+espeak-ng by default; the bot speaks with Pico), sent through the
 phone line (8 kHz G.711 µ-law and back to 16 kHz PCM16, with the numpy codec
 of ``callbot.testing.audio``), framed like a pipecat segment (0.8 s of silence
 before the speech; the node's end-of-turn silence plus 0.5 s after), transcribed by
@@ -39,7 +40,7 @@ from callbot.config import PROJECT_ROOT
 
 DEFAULT_TSV = PROJECT_ROOT.parent / "shared" / "mairie" / "dev.tsv"
 CACHE_DIR = Path(tempfile.gettempdir()) / "callbot-bench-understanding"
-CHAIN = "pico-fr-ulaw8k-16k-v1"  # part of the cache key: change it when the audio chain changes
+CHAIN = "ulaw8k-16k-v2"  # part of the cache key: change it when the audio chain changes
 # pipecat's segment: the 1 s kept before the VAD fires (~0.2 s into speech), the speech, the VAD's
 # end-of-turn silence, then 0.5 s of trailing silence added by SegmentedSTTService
 LEAD_S, TRAIL_S = 0.8, 0.5
@@ -47,18 +48,32 @@ NOTHING = "(nothing heard)"
 
 
 # ------------------------------------------------------------------------------------ audio
-def phone_audio(text: str, cache_dir: Path) -> tuple[np.ndarray, bool]:
-    """Pico French -> 8 kHz µ-law -> 16 kHz int16, trimmed to the speech; (pcm, from_cache)."""
+VOICES = {
+    # the bot speaks with Pico (or espeak-ng): callers are read by MBROLA voices it never uses
+    "mb-fr1": ["espeak-ng", "-v", "mb-fr1", "-s", "140"],
+    "mb-fr4": ["espeak-ng", "-v", "mb-fr4", "-s", "140"],
+    "pico": ["pico2wave", "-l", "fr-FR"],
+}
+
+
+def synthesise(voice: str, text: str, wav: Path) -> None:
+    cmd = VOICES[voice]
+    args = cmd + ["-w", str(wav), text]
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def phone_audio(text: str, cache_dir: Path, voice: str = "mb-fr1") -> tuple[np.ndarray, bool]:
+    """A French voice -> 8 kHz µ-law -> 16 kHz int16, trimmed to the speech; (pcm, from_cache)."""
     from callbot.testing.audio import FRAME_SAMPLES, read_wav, resample, speech_bounds, ulaw_decode, ulaw_encode
 
-    key = hashlib.sha1(f"{CHAIN}\n{text}".encode()).hexdigest()[:20]
+    key = hashlib.sha1(f"{CHAIN}\n{voice}\n{text}".encode()).hexdigest()[:20]
     path = cache_dir / f"{key}.pcm"
     if path.exists():
         return np.frombuffer(path.read_bytes(), dtype=np.int16), True
-    with tempfile.TemporaryDirectory(prefix="bench-pico-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp:
         wav = Path(tmp) / "say.wav"
-        subprocess.run(["pico2wave", "-l", "fr-FR", "-w", str(wav), text], check=True, capture_output=True)
-        pcm8 = read_wav(wav, rate=8000)  # Pico speaks at 16 kHz; the line carries 8 kHz
+        synthesise(voice, text, wav)
+        pcm8 = read_wav(wav, rate=8000)  # voices speak at 16-22 kHz; the line carries 8 kHz
     line = ulaw_decode(ulaw_encode(pcm8))
     bounds = speech_bounds(line)
     if bounds:
@@ -150,10 +165,12 @@ class Row:
         return "recogniser" if self.written != self.gold else "asr"
 
 
-def predict(recogniser, text: str) -> tuple[str, float, bool]:
-    """(intent, confidence, matched); as eval-intents, a no-match counts as hors_sujet."""
-    m = recogniser.recognise(text)
-    return m.intent or "hors_sujet", m.confidence, m.intent is not None
+def predict(flow, text: str) -> tuple[str, float, bool]:
+    """(intent, confidence, matched) through the engine, as eval-intents judges it."""
+    from callbot.understanding.evaluate import first_turn
+
+    o = first_turn(flow, text)
+    return o.judged(), o.confidence, o.kind in ("route", "emergency")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -169,6 +186,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="Whisper window (default: settings.asr_window)")
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help=f"synthesised audio cache (default {CACHE_DIR})")
     ap.add_argument("--show", type=int, default=1000, help="misses to print (default: all)")
+    ap.add_argument("--voice", choices=sorted(VOICES), default="mb-fr1",
+                    help="caller voice (default mb-fr1: MBROLA via espeak-ng, a voice the bot does not use)")
     return ap.parse_args(argv)
 
 
@@ -178,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     from callbot.flows.loader import FlowLoadError, load_flow
     from callbot.flows.types import CallContext
 
-    if not shutil.which("pico2wave"):
-        print("pico2wave not found: install libttspico-utils", file=sys.stderr)
+    if not shutil.which(VOICES[args.voice][0]):
+        print(f"{VOICES[args.voice][0]} not found: install espeak-ng and mbrola-fr1/-fr4 (or libttspico-utils)",
+              file=sys.stderr)
         return 2
     try:
         flow = load_flow(args.flow)
@@ -205,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     cached = 0
     clips = []
     for row in rows:
-        pcm, hit = phone_audio(row.text, args.cache_dir)
+        pcm, hit = phone_audio(row.text, args.cache_dir, args.voice)
         cached += hit
         clips.append(segment(pcm, eot))
     synth_s = time.monotonic() - t0
@@ -215,14 +235,15 @@ def main(argv: list[str] | None = None) -> int:
           f"start node {session.node}")
     print(f"audio: {len(clips) - cached} synthesised ({synth_s:.1f} s), {cached} cached in {args.cache_dir}; "
           f"{sum(len(c) for c in clips) / 32000 / len(clips):.1f} s per turn with silences")
-    print(f"whisper: window {window}, beam {whisper.beam_size}, {whisper.threads} thread(s); prompt: {prompt!r}")
+    flow.warm()
+    print(f"caller voice: {args.voice}; whisper: window {window}, beam {whisper.beam_size}, {whisper.threads} thread(s); prompt: {prompt!r}")
     whisper.transcribe(clips[0], prompt, window=args.window)  # warm-up, not timed
     for row, clip in zip(rows, clips):
         res = whisper.transcribe(clip, prompt, window=args.window)
         row.heard, row.raw, row.asr_ms = res.text, res.raw_text, res.asr_ms
-        row.spoken, row.confidence, row.matched = (predict(flow.recogniser, res.text) if res.text
+        row.spoken, row.confidence, row.matched = (predict(flow, res.text) if res.text
                                                    else (NOTHING, 0.0, False))
-        row.written = predict(flow.recogniser, row.text)[0]
+        row.written = predict(flow, row.text)[0]
         row.errors, _ = align(norm_words(row.text), norm_words(res.raw_text))
         row.words = len(norm_words(row.text))
         row.folded_errors, _ = align(norm_words(row.text, True), norm_words(res.raw_text, True))
@@ -268,6 +289,11 @@ def report(rows: list[Row], show: int) -> None:
           f"rejected {sum(1 for r in rows if r.spoken == NOTHING)}")
     ms = [r.asr_ms for r in rows]
     print(f"ASR ms: p50 {pct(ms, 0.5):.0f}, p95 {pct(ms, 0.95):.0f}, max {max(ms):.0f}")
+    pos = [r for r in rows if r.gold == "urgence"]
+    neg = [r for r in rows if r.gold != "urgence"]
+    print(f"spoken emergency recall: {sum(r.spoken == 'urgence' for r in pos)}/{len(pos)}; false alarms: "
+          f"{sum(r.spoken == 'urgence' for r in neg)}/{len(neg)} (text: "
+          f"{sum(r.written == 'urgence' for r in pos)}/{len(pos)}, {sum(r.written == 'urgence' for r in neg)})")
     written = sum(1 for r in rows if r.written == r.gold)
     print(f"text accuracy (same rows): {written / n:.3f} ({written}/{n})")
     ok = sum(1 for r in rows if r.spoken == r.gold)

@@ -13,7 +13,6 @@ import csv
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from callbot.config import PROJECT_ROOT
@@ -51,6 +50,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path)
     p.add_argument("--flow", type=Path, default=DEFAULT_FLOW)
     p.add_argument("--show", type=int, default=40, help="misrecognised rows to print")
+    p.add_argument("--spoken", action="store_true",
+                   help="speak each row with a voice the bot does not use, through G.711 and Whisper")
+    p.add_argument("--voice", default=None, help="with --spoken: mb-fr1 (default), mb-fr4 or pico")
     p.set_defaults(func=cmd_eval)
 
 
@@ -127,14 +129,18 @@ def read_tsv(path: Path) -> list[tuple[str, str]]:
 
 
 def cmd_eval(args) -> int:
-    """Prints misses, confusion pairs, per-intent recall, and last ``accuracy: 0.xxx (N/M)``.
-
-    A no-match counts as ``hors_sujet``: the intent list defines it as what the
-    town hall does not handle *or cannot be understood*, and that is what the
-    bot does with it (it says so and offers the menu instead of guessing).
-    """
+    """The whole path of a caller's opening sentence (emergency layer, recogniser, threshold,
+    clarifying question) on ``utterance<TAB>intent`` rows; last line ``accuracy: 0.xxx (N/M)``.
+    ``--spoken`` first speaks each sentence with a voice the bot does not use, through the phone
+    line and Whisper (see ``callbot.bench.understanding``)."""
     from callbot.flows.loader import FlowLoadError, load_flow
+    from callbot.understanding.evaluate import Report, first_turn
 
+    if args.spoken:
+        from callbot.bench.understanding import main as spoken
+
+        return spoken(["--tsv", str(args.file), "--flow", str(args.flow), "--show", str(args.show)]
+                      + (["--voice", args.voice] if args.voice else []))
     try:
         flow = load_flow(args.flow)
         rows = read_tsv(args.file)
@@ -147,43 +153,11 @@ def cmd_eval(args) -> int:
     unknown = sorted({gold for _, gold in rows if gold not in flow.intents})
     if unknown:
         print(f"warning: intents not in the flow: {', '.join(unknown)}")
-    rec = flow.recogniser
-    pairs: Counter = Counter()
-    per_gold: Counter = Counter()
-    per_gold_ok: Counter = Counter()
-    correct = top1 = 0
-    times = []
-    misses = []
+    t0 = time.perf_counter()
+    flow.warm()
+    print(f"flow {flow.name} version {flow.version}: recogniser ready in {time.perf_counter() - t0:.1f} s")
+    report = Report()
     for text, gold in rows:
-        t0 = time.perf_counter()
-        m = rec.recognise(text)
-        times.append((time.perf_counter() - t0) * 1000)
-        pred = m.intent or "hors_sujet"
-        per_gold[gold] += 1
-        if m.ranking and m.ranking[0][0] == gold:
-            top1 += 1
-        if pred == gold:
-            correct += 1
-            per_gold_ok[gold] += 1
-        else:
-            pairs[(gold, pred if m.intent else "(no match)")] += 1
-            misses.append((gold, pred if m.intent else "(no match)", m.confidence, text))
-    for gold, pred, conf, text in misses[: args.show]:
-        print(f"miss  {gold:22} -> {pred:22} {conf:.2f}  {text}")
-    if pairs:
-        print("confusions (expected -> recognised: count):")
-        for (gold, pred), n in pairs.most_common():
-            print(f"  {gold} -> {pred}: {n}")
-    weak = [f"{g} {per_gold_ok[g]}/{n}" for g, n in sorted(per_gold.items()) if per_gold_ok[g] < n]
-    if weak:
-        print("recall below 100%: " + ", ".join(weak))
-    times.sort()
-    n = len(rows)
-    if n:
-        print(f"latency ms: median {times[n // 2]:.2f}, p95 {times[int(n * 0.95) - 1 if n > 1 else 0]:.2f}, "
-              f"max {times[-1]:.2f}")
-        urg = per_gold.get("urgence", 0)
-        print(f"urgence recall: {per_gold_ok['urgence']}/{urg}")
-        print(f"top-1 without threshold: {top1 / n:.3f} ({top1}/{n})")
-    print(f"accuracy: {correct / n if n else 0:.3f} ({correct}/{n})")
+        report.add(text, gold, first_turn(flow, text))
+    print("\n".join(report.lines(args.show)))
     return 0

@@ -54,12 +54,12 @@ def is_open(table: dict[str, list[str]], now: datetime, closed_dates: tuple[str,
 
 
 def evaluate(cond: Condition, *, now: datetime, hours: dict, closed_dates: tuple[str, ...],
-             subdiv: str | None, slots: dict, caller: str) -> bool:
+             subdiv: str | None, slots: dict, caller: str, services: dict | None = None) -> bool:
     """True when every test given in ``cond`` holds."""
 
     def sub(c: Condition) -> bool:
         return evaluate(c, now=now, hours=hours, closed_dates=closed_dates, subdiv=subdiv,
-                        slots=slots, caller=caller)
+                        slots=slots, caller=caller, services=services)
 
     checks: list[bool] = []
     if cond.open is not None:
@@ -81,6 +81,9 @@ def evaluate(cond: Condition, *, now: datetime, hours: dict, closed_dates: tuple
             checks.append(value is not None and fold(str(value)) in {fold(v) for v in cond.one_of})
         else:
             checks.append(value not in (None, ""))
+    if cond.service is not None:
+        svc = (services or {}).get(cond.service)
+        checks.append(bool(svc is not None and svc.number))
     if cond.caller_prefix is not None:
         checks.append(caller.startswith(cond.caller_prefix))
     if cond.caller_hidden is not None:

@@ -22,6 +22,7 @@ from callbot.flows.types import Hangup, Prompt, Turn
 _ORDINALS = {"premier": "1", "premiere": "1", "deuxieme": "2", "second": "2", "seconde": "2",
              "troisieme": "3", "quatrieme": "4", "cinquieme": "5", "sixieme": "6"}
 GLOBAL_MIN = 0.55  # a global intent must be this sure to interrupt a slot being collected
+CLARIFY_SECOND = 0.3  # below the threshold, the runner-up must have this share of the top to be offered
 
 
 def _globals_on(session, node) -> set[str]:
@@ -36,18 +37,21 @@ def on_hear(session, text: str) -> Turn:
     events: list = []
     out: list[Prompt] = []
 
-    # 1. emergency: checked over every intent, in every node
-    em_intent = flow.emergency_intent
+    # 1. emergency: its own detector, in every node (the recogniser's urgence score is one more vote)
     full = flow.recogniser.recognise(text)
     session.last_match = full
-    if em_intent and full.intent == em_intent and em_intent in flow.globals \
-            and st.node != flow.globals[em_intent]:
-        return emergency(session, text, full.confidence, events, out)
+    if _emergency_armed(session):
+        p_intent = dict(full.ranking).get(flow.emergency_intent, 0.0)
+        other = max((p for n, p in full.ranking if n != flow.emergency_intent), default=0.0)
+        hit = flow.emergency.detect(text, p_intent, other)
+        if hit is not None:
+            return emergency(session, text, hit.score, events, out, reason=hit.reason)
 
     # 2. pending read-back / clarification
     if isinstance(node, CollectNode) and st.pending is not None:
         return _confirm(session, node, text, events, out)
-    if st.clarify and isinstance(node, AskNode):
+    if st.clarify and isinstance(node, AskNode) and not (full.intent and full.intent not in st.clarify
+                                                         and not full.ambiguous):
         m = flow.recogniser.recognise(text, allowed=frozenset(st.clarify))
         if m.intent is None and m.ranking and m.ranking[0][1] >= flow.settings.intent_threshold / 2:
             m = type(m)(m.ranking[0][0], m.ranking[0][1], m.ranking)
@@ -56,9 +60,9 @@ def on_hear(session, text: str) -> Turn:
             st.failures = 0
             return _route(session, node, m.intent, out, events)
 
-    # 3. global intents
+    # 3. global intents (a bare "non merci" to a yes/no question is an answer, not a goodbye)
     active = _globals_on(session, node)
-    if active and full.intent in active:
+    if active and full.intent in active and not full.ambiguous and not _bare_yes_no(node, text):
         slot_node = isinstance(node, (CollectNode, SurveyNode))
         if not slot_node or full.confidence >= GLOBAL_MIN and _not_a_slot_answer(node, text):
             events.append(IntentMatched(intent=full.intent, confidence=full.confidence, text=text, node=st.node))
@@ -85,6 +89,20 @@ def on_hear(session, text: str) -> Turn:
     return fail(session, "no_match", out, events, text=text)
 
 
+def _emergency_armed(session) -> bool:
+    """Every node listens for emergencies, except the emergency nodes themselves."""
+    flow = session.flow
+    target = flow.globals.get(flow.emergency_intent) if flow.emergency_intent else None
+    if target is None or target not in flow.nodes:
+        return False
+    return not session.s.node.startswith(target)
+
+
+def _bare_yes_no(node, text: str) -> bool:
+    """Up to three words that say yes or no ("non merci", "oui oui"): an answer, never a goodbye."""
+    return len(fold(text).split()) <= 3 and slot_parsers.parse_yes_no(text) is not None
+
+
 def _not_a_slot_answer(node, text: str) -> bool:
     if isinstance(node, CollectNode) and node.slot_type not in ("text", "address", "name"):
         return slot_parsers.parse(node.slot_type, text) is None
@@ -101,6 +119,9 @@ def on_press(session, digits: str) -> Turn:
     if isinstance(node, MenuNode):
         if digits in node.options:
             st.failures = 0
+            if node.options[digits].intent and node.options[digits].intent == flow.emergency_intent \
+                    and _emergency_armed(session):
+                return emergency(session, f"#{digits}", 1.0, events, out, reason="keypad")
             events.append(IntentMatched(intent=node.options[digits].intent, confidence=1.0, text=f"#{digits}",
                                         node=st.node))
             return session._goto(node.options[digits].goto, out, events)
@@ -119,14 +140,14 @@ def on_press(session, digits: str) -> Turn:
     return fail(session, "no_match", out, events)
 
 
-def emergency(session, text: str, confidence: float, events: list, out: list) -> Turn:
+def emergency(session, text: str, confidence: float, events: list, out: list, reason: str = "") -> Turn:
     flow = session.flow
     number, label = flow.emergency_number(text)
     session.s.values.update(urgence_numero=number, urgence_service=label)
     session.s.spoken.update(urgence_numero=number_words(int(number)), urgence_service=label)
-    events.append(IntentMatched(intent=flow.emergency_intent, confidence=confidence, text=text,
+    events.append(IntentMatched(intent=flow.emergency_intent, confidence=round(confidence, 3), text=text,
                                 node=session.s.node))
-    events.append(Emergency(number=number, text=text, node=session.s.node))
+    events.append(Emergency(number=number, text=text, node=session.s.node, reason=reason))
     session.s.failures = 0
     return session._goto(flow.globals[flow.emergency_intent], out, events)
 
@@ -148,10 +169,13 @@ def global_action(session, intent: str, out: list, events: list) -> Turn:
 
 def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Turn:
     flow, st = session.flow, session.s
+    if not (node.yes or node.no) and _bare_yes_no(node, text):  # "oui oui" to an open question
+        events.append(IntentMatched(intent=None, confidence=0.0, text=text, node=st.node))
+        return fail(session, "no_match", out, events, text=text)
     if node.yes or node.no:
         yn = slot_parsers.parse_yes_no(text)
         short = len(fold(text).split()) <= 5
-        if yn is not None and short and (full.intent is None or full.confidence < 0.6):
+        if yn is not None and (len(fold(text).split()) <= 3 or short and (full.intent is None or full.confidence < 0.6)):
             target = node.yes if yn.value else node.no
             if target:
                 events.append(IntentMatched(intent="oui" if yn.value else "non", confidence=1.0, text=text,
@@ -162,22 +186,25 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     if node.any_intent:
         allowed |= flow.goto_intents
     m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
-    if m.intent and m.ambiguous and not st.clarify and _clarify(session, m, out):
-        events.append(IntentMatched(intent=None, confidence=m.confidence, text=text, node=st.node))
-        return session.stay(out, events)
-    if m.intent:
+    if m.intent and not m.ambiguous:
         events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))
         st.failures = 0
         if m.intent in flow.globals and m.intent not in node.routes:
             return global_action(session, m.intent, out, events)
         return _route(session, node, m.intent, out, events)
+    # unsure: when two candidates share the probability, ask which (once); else ask again
     events.append(IntentMatched(intent=None, confidence=m.confidence, text=text, node=st.node))
-    # unsure between two close candidates: ask which, once
-    thr = flow.settings.intent_threshold
-    if (not st.clarify and len(m.ranking) >= 2 and m.ranking[0][1] >= thr * 0.6
-            and m.ranking[1][1] >= m.ranking[0][1] * 0.75 and _clarify(session, m, out)):
+    if not st.clarify and should_clarify(m, flow.settings.intent_threshold) and _clarify(session, m, out):
         return session.stay(out, events)
     return fail(session, "no_match", out, events, text=text)
+
+
+def should_clarify(m, threshold: float) -> bool:
+    """Ask "X, or Y?" when the two best intents together pass the threshold and neither alone is sure."""
+    if len(m.ranking) < 2:
+        return False
+    (_, p1), (_, p2) = m.ranking[0], m.ranking[1]
+    return m.ambiguous or (m.intent is None and p1 + p2 >= threshold and p2 >= CLARIFY_SECOND * p1)
 
 
 def _clarify(session, m, out: list) -> bool:

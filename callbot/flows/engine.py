@@ -27,7 +27,7 @@ from callbot.events import (Emergency, IntentMatched, NodeEntered, NoInput, Slot
 from callbot.flows import slots as slot_parsers
 from callbot.flows.checks import TEMPLATE, as_list
 from callbot.flows.conditions import evaluate, speak_hours
-from callbot.flows.intents import Match, Recogniser, tokens
+from callbot.flows.intents import Match, tokens
 from callbot.flows.schema import (AskNode, CollectNode, ConditionNode, FlowSpec, GotoNode, HangupNode,
                                   MenuNode, SayNode, SurveyNode, TicketNode, TransferNode)
 from callbot.flows.text import fold, number_words, words_to_digits
@@ -52,10 +52,8 @@ class Flow:
         static = {f"town.{k}": v for k, v in spec.town.items()}
         static.update({f"hours.{k}": speak_hours(v) for k, v in spec.hours.items()})
         self.static_values = MappingProxyType(static)
-        self.recogniser = Recogniser(
-            {n: (list(i.examples), list(i.keywords)) for n, i in spec.intents.items()},
-            threshold=spec.settings.intent_threshold,
-        )
+        self._recogniser = None
+        self._emergency_detector = None
         self.goto_intents = frozenset(n for n, i in spec.intents.items() if i.goto)
         self.globals = MappingProxyType(dict(spec.globals))
         em = spec.emergency
@@ -64,6 +62,30 @@ class Flow:
         self._emergency_words = tuple(
             (num, svc.label, tuple(fold(w) for w in svc.words)) for num, svc in (em.services if em else {}).items()
         )
+
+    @property
+    def recogniser(self):
+        """The intent recogniser, trained on first use (``warm`` does it ahead, in a thread)."""
+        if self._recogniser is None:
+            from callbot.understanding import build_recogniser
+
+            self._recogniser = build_recogniser(self.spec)
+        return self._recogniser
+
+    @property
+    def emergency(self):
+        """The emergency detector: runs on every caller turn, apart from the intent recogniser."""
+        if self._emergency_detector is None:
+            from callbot.understanding import build_emergency_detector
+
+            self._emergency_detector = build_emergency_detector(self.spec)
+        return self._emergency_detector
+
+    def warm(self) -> "Flow":
+        """Train the recogniser and the emergency detector now (blocking: seconds the first time)."""
+        self.recogniser.ensure_trained()
+        self.emergency.ensure_trained()
+        return self
 
     def line(self, node: str) -> int:
         return self._lines.get(("nodes", node), 0)
@@ -189,6 +211,11 @@ class Session:
             return Turn(node=self.s.node, listen=None)
         return fail(self, "no_input", [], [])
 
+    def prepare(self, text: str) -> None:
+        """Compute the sentence vectors ``hear`` will need (blocking: call it from a worker thread)."""
+        self.flow.recogniser.prepare(text)
+        self.flow.emergency.prepare(text)
+
     def vocabulary(self) -> str:
         node = self.flow.nodes.get(self.s.node)
         words = [self.flow.town.get("name", ""), "mairie"]
@@ -262,7 +289,8 @@ class Session:
                 for branch in node.branches:
                     if evaluate(branch.if_, now=self.now, hours=flow.spec.hours,
                                 closed_dates=tuple(flow.spec.closed_dates),
-                                subdiv=flow.settings.holidays_subdiv, slots=st.values, caller=self.ctx.caller):
+                                subdiv=flow.settings.holidays_subdiv, slots=st.values, caller=self.ctx.caller,
+                                services=flow.spec.services):
                         target = branch.goto
                         break
                 continue

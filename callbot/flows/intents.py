@@ -1,8 +1,9 @@
-"""Intent recogniser: Whisper text -> (intent, confidence), from the flow's own examples.
+"""Lexical intent scorer: Whisper text -> per-intent scores, from the flow's own examples.
 
-Why lexical and not an embedding model: it is measured good enough on the
-labelled caller set (see ``callbot eval-intents``), runs in about a millisecond,
-needs no model file, and a town clerk can fix a miss by adding one example.
+The *form* half of the recogniser (``callbot.understanding.recogniser`` joins it
+with sentence embeddings, which generalise to new wordings; alone, this scorer
+reached 0.96 on the set it was tuned on and 0.62 on callers written by someone
+else). Pure, about a millisecond, no model file.
 
 How: each example and each caller turn is turned into weighted features —
 word stems, stem bigrams, and character n-grams of a rough French *phonetic*
@@ -115,6 +116,9 @@ def keyword_pattern(keyword: str) -> re.Pattern:
     return re.compile(r"(?:^| )" + " ".join(parts) + r"(?: |$)")
 
 
+AMBIGUOUS_RATIO = 0.4  # runner-up / top probability above which the engine asks "X, or Y?"
+
+
 @dataclass(frozen=True)
 class Match:
     intent: str | None
@@ -127,20 +131,19 @@ class Match:
 
     @property
     def ambiguous(self) -> bool:
-        """Two intents nearly tie: better to ask "X, or Y?" than to guess (about 6% of real requests)."""
+        """Two intents share the probability: better to ask "X, or Y?" than to guess."""
         if self.intent is None or len(self.ranking) < 2:
             return False
         top, second = self.ranking[0][1], self.ranking[1][1]
-        return second >= 0.9 * top or (top < 0.5 and second >= 0.75 * top)
+        return second >= AMBIGUOUS_RATIO * top
 
 
-class Recogniser:
+class LexicalScorer:
     """Built once per flow version; immutable afterwards (safe to share across calls)."""
 
     KEYWORD_BONUS = 0.35
 
-    def __init__(self, intents: dict[str, tuple[list[str], list[str]]], threshold: float = 0.4) -> None:
-        self.threshold = threshold
+    def __init__(self, intents: dict[str, tuple[list[str], list[str]]]) -> None:
         self._labels: list[str] = []
         docs: list[dict[str, float]] = []
         for name, (examples, keywords) in intents.items():
@@ -189,14 +192,3 @@ class Recogniser:
             if (allowed is None or name in allowed) and any(p.search(plain) for p in patterns):
                 best[name] = best.get(name, 0.0) + self.KEYWORD_BONUS
         return best
-
-    def recognise(self, text: str, allowed: frozenset[str] | None = None) -> Match:
-        scores = self.scores(text, allowed)
-        ranking = tuple(sorted(scores.items(), key=lambda kv: -kv[1])[:3])
-        if not ranking:
-            return Match(None, 0.0, ())
-        top, score = ranking[0]
-        confidence = min(1.0, score)
-        if confidence < self.threshold:
-            return Match(None, round(confidence, 3), ranking)
-        return Match(top, round(confidence, 3), ranking)

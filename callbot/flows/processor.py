@@ -199,6 +199,12 @@ class FlowProcessor(FrameProcessor):
         self._pending_text, self._pending_asr_ms = [], 0.0
         if self._on_turn_routed:
             self._on_turn_routed()
+        prepare = getattr(self.session, "prepare", None)
+        if prepare is not None:  # the sentence encoders' ~15 ms run off the event loop
+            try:
+                await asyncio.to_thread(prepare, said)
+            except Exception:  # the engine computes it again (and reports) if it must
+                log.exception("preparing the recogniser's input failed")
         await self._route(lambda: self.session.hear(said))
 
     async def on_nothing_recognised(self) -> None:

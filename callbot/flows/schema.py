@@ -38,6 +38,7 @@ class Condition(_Model):
     slot: str | None = Field(None, description="a collected slot; alone: true when it is filled")
     equals: str | None = Field(None, description="with slot: the slot value equals this")
     one_of: list[str] | None = Field(None, description="with slot: the slot value is one of these")
+    service: str | None = Field(None, description="name of a service: true when it has a phone number")
     caller_prefix: str | None = Field(None, description="caller number starts with this (e.g. +336)")
     caller_hidden: bool | None = Field(None, description="the caller number is withheld")
     all: list[Condition] | None = None

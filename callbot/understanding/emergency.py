@@ -1,0 +1,204 @@
+"""Emergency detection on every caller turn, independent of the intent recogniser.
+
+Recall first: a missed fire costs a life, a false alarm costs one repeated
+question (the caller hears the emergency numbers and is asked whether to go on).
+Two detectors, either one suffices:
+
+* **danger words** (``DANGER``): fire, smoke, gas, not breathing, drowning, a
+  knife, "au secours"... matched anywhere in the folded text, so a danger said in
+  the middle of another request ("je voulais les horaires mais ça sent le gaz")
+  is caught. Words that are also ordinary ("feu", "tombé", "accident", "inondé")
+  are ``WEAK``: they need the classifier's agreement. A benign context ("feu
+  d'artifice", "détecteur de fumée", "l'an dernier", "pour l'assurance") turns a
+  strong word weak.
+* **a classifier** over the sentence's vectors (the recogniser's encoders),
+  trained at load time on the flow's ``urgence`` examples against every other
+  example. (Scoring each clause apart was measured: more false alarms, no more
+  emergencies caught.)
+* the intent recogniser's own ``urgence`` probability, as a third vote.
+
+Whisper's slips of long danger words ("un sandie" for "un incendie") are matched
+through the lexical scorer's French phonetic spelling.
+
+Thresholds were set on ``tests/data/tune.tsv`` (every emergency caught, false
+alarms under 2 %) and judged on ``tests/data/callers.tsv``; see
+``docs/understanding.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from callbot.flows.intents import phonetic
+from callbot.flows.text import fold
+from callbot.understanding import logreg
+from callbot.understanding.encoders import Encoder
+from callbot.understanding.text import for_model
+
+ALONE = 0.90  # classifier probability that is an emergency by itself (sentences of 3 words or more)
+WITH_WORD = 0.60  # ... when a danger word is present
+WITH_BENIGN = 0.95  # ... when an ordinary context is present ("détecteur de fumée", "l'an dernier")
+INTENT = 0.50  # the intent recogniser's own probability of ``urgence`` (another, independent vote)
+MIN_WORDS = 3
+SURE_OTHER = 0.9  # the recogniser is this sure of an ordinary intent: weak words need ALONE
+MIN_POSITIVES, MIN_NEGATIVES = 20, 100  # fewer examples: danger words only (a tiny classifier fires on names)
+
+# Strong danger words (folded; regex fragments, matched from a word start).
+DANGER = [
+    r"au secours", r"a l aide", r"aidez moi", r"aidez nous", r"au feu", r"(?:y a|il y a|ya) (?:le|du) feu",
+    r"(?:prend|pris|prennent|en) feu", r"incendie", r"flamme", r"fumee", r"(?:ca|tout|la maison|ca) brule", r"crame",
+    r"odeur de gaz", r"sent (?:le|du) gaz", r"fuite de gaz", r"gaz partout", r"explos", r"monoxyde",
+    r"inconscien", r"(?:respire|respirait) (?:plus|pas|mal)", r"ne respire", r"(?:bouge|reagit|reveille) (?:plus|pas)", r"arret cardiaque", r"crise cardiaque", r"coeur (?:s est )?arrete", r"malaise", r"avc",
+    r"convuls", r"etouff", r"s etrangle", r"saign", r"plein de sang", r"du sang", r"pisse le sang",
+    r"(?:se|s est) noy", r"noyade", r"tombe (?:a|dans) l eau", r"dans la riviere", r"emporte par",
+    r"couteau", r"armes? ", r"pistolet", r"fusil", r"tire(?:nt)? sur", r"coups de feu", r"poignard",
+    r"me frappe", r"le frappe", r"la frappe", r"les frappe", r"nous frappe", r"se battent", r"bagarre",
+    r"(?:se fait|se font|m a|l a|a ete) agress", r"en train de (?:cambrioler|voler|frapper|forcer|entrer|casser)",
+    r"cambrioleur", r"force la porte", r"forcer la porte", r"quelqu un (?:est )?(?:entre|rentre) chez",
+    r"suicid", r"se tuer", r"me tuer", r"en finir", r"mettre fin a (?:ses|mes) jours", r"sauter du",
+    r"va sauter", r"veut sauter", r"electrocut", r"coince(?:e|s)? sous",
+    r"ambulance", r"pompiers", r"samu", r"appelez (?:la police|les secours)", r"envoyez (?:quelqu un|les secours)",
+    r"vite vite", r"venez vite", r"urgence vitale", r"en danger", r"il va mourir", r"elle va mourir",
+    r"(?:il|elle) est tombe(?:e)? et (?:ne|n arrive)", r"ne se releve", r"n arrive (?:pas|plus) a se relever",
+    r"avale (?:du|de la|des|un|une)", r"eau monte", r"on est (?:bloque|coince)s?", r"respire (?:tres |vraiment )?mal",
+    r"beaucoup (?:de )?sang", r"tombe (?:du|d un|d une|de la|par la) (?:toit|echelle|balcon|fenetre)",
+    r"au fond (?:du bassin|de l eau|de la piscine|du lac)", r"(?:feu|fut|fu) a pris",
+    r"(?:on|je) (?:ne )?(?:la|le|les) (?:trouve|retrouve) plus",
+    r"perdu (?:mon|ma) (?:enfant|fils|fille|petit|petite)", r"ne (?:trouve|retrouve) plus (?:mon|ma) (?:enfant|fils|"
+    r"fille|petit|petite)", r"fait une crise", r"menace de (?:me|le|la|nous)? ?(?:tuer|frapper)",
+]
+# Ordinary words that point to danger only with the classifier's agreement.
+WEAK = [
+    r"feu", r"brul", r"accident", r"tombe", r"blesse", r"inond", r"frappe", r"agress", r"cambriol", r"vol ",
+    r"danger", r"urgen", r"vite", r"secours", r"mort", r"police", r"gaz", r"sang", r"fuite", r"crise", r"par terre",
+    r"riviere", r"disparu", r"repond (?:plus|pas)", r"effondr", r"ecroul", r"coince",
+    r"se sent pas bien", r"mal au", r"hopital", r"violen", r"menace", r"peur", r"noy", r"eau partout",
+]
+# Contexts where a strong word is ordinary: it then needs the classifier's agreement too.
+BENIGN = [
+    r"feux? d artifice", r"feux? (?:rouges?|tricolores?|verts?|orange|de circulation|de signalisation)",
+    r"feu de la saint", r"detecteurs? de fumee", r"borne(?:s)? (?:a )?incendie", r"exercice", r"alarme incendie",
+    r"l an (?:dernier|passe)", r"l annee (?:derniere|passee)", r"(?:la semaine|le mois) (?:derniere|dernier|passee|passe)",
+    r"il y a (?:un|une|deux|trois|quatre|cinq|six|quinze|quelques|plusieurs|\d+) (?:jours?|semaines?|mois|ans?)",
+    r"l autre (?:jour|soir|nuit|semaine)",
+    r"depuis des (?:mois|annees)", r"assurance", r"attestation", r"certificat", r"acte de deces", r"declarer le deces",
+    r"indemnis", r"rembours", r"facture", r"constat", r"decede", r"est mort (?:il y a|la semaine|hier|le mois)",
+    r"l ancien", r"pompes funebres", r"cours de secourisme", r"formation", r"caserne", r"bal des pompiers",
+    r"calendrier des pompiers", r"pompiers volontaires", r"personne (?:n )?(?:est|a ete) blesse", r"pas de blesse",
+    r"depuis l incendie", r"apres l incendie",
+]
+# Long danger words matched through Whisper's slips ("un sandie", "inconsient"): same French
+# phonetic spelling as the lexical scorer, at most one sound apart.
+FUZZY = ["incendie", "inconscient", "inconsciente", "ambulance", "explosion", "electrocute", "noyade",
+         "asphyxie", "hemorragie"]
+
+
+def _compile(parts: list[str]) -> re.Pattern:
+    return re.compile(r"(?:^| )(?:" + "|".join(parts) + r")")
+
+
+_DANGER, _WEAK, _BENIGN = _compile(DANGER), _compile(WEAK), _compile(BENIGN)
+_FUZZY = tuple(phonetic(w) for w in FUZZY)
+
+
+def _near(a: str, b: str) -> bool:
+    """Edit distance <= 1 (one sound added, dropped or changed)."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) <= 1
+    if len(a) > len(b):
+        a, b = b, a
+    return any(b[:i] + b[i + 1:] == a for i in range(len(b)))
+
+
+def fuzzy_danger(folded: str) -> str | None:
+    words = folded.split()
+    grams = words + [a + b for a, b in zip(words, words[1:])]  # "un sandie" -> "unsandie"
+    for w in grams:
+        if len(w) < 6:
+            continue
+        code = phonetic(w)
+        if len(code) >= 4 and any(_near(code, f) for f in _FUZZY):
+            return w
+    return None
+
+
+@dataclass(frozen=True)
+class EmergencyHit:
+    """Why a turn was judged an emergency (``reason``: words, classifier, or both)."""
+
+    score: float
+    reason: str
+    words: str = ""
+
+
+class EmergencyDetector:
+    """Built once per flow version; read-only afterwards (shared by every call)."""
+
+    def __init__(self, positives: Sequence[str], negatives: Sequence[str], *, encoders: Sequence[Encoder] = (),
+                 alone: float = ALONE, with_word: float = WITH_WORD) -> None:
+        self.alone, self.with_word = alone, with_word
+        self._pos, self._neg = list(positives), list(negatives)
+        self._encoders = tuple(encoders)
+        self._model: logreg.LogReg | None = None
+        self._mean: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def ensure_trained(self) -> None:
+        if self._model is not None or not self._encoders:
+            return
+        if len(self._pos) < MIN_POSITIVES or len(self._neg) < MIN_NEGATIVES:
+            self._encoders = ()
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            x = self._vectors(self._pos + self._neg)
+            self._mean = x.mean(axis=0)
+            y = np.array([1] * len(self._pos) + [0] * len(self._neg))
+            self._model = logreg.fit(x - self._mean, y, 2, l2=1e-4, epochs=300)
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        prepared = [for_model(t) for t in texts]
+        return np.concatenate([e.embed(prepared) for e in self._encoders], axis=1)
+
+    def probability(self, text: str) -> float:
+        """Classifier probability that the sentence reports an emergency."""
+        self.ensure_trained()
+        if self._model is None:
+            return 0.0
+        return float(self._model.proba(self._vectors([text]) - self._mean)[0, 1])
+
+    def prepare(self, text: str) -> None:
+        """Embed the sentence ahead (from a worker thread): ``detect`` then costs no model time."""
+        self.ensure_trained()
+        if self._encoders:
+            self._vectors([text])
+
+    def detect(self, text: str, intent_probability: float = 0.0, other_intent: float = 0.0) -> EmergencyHit | None:
+        """An emergency, or None. ``intent_probability``: the recogniser's ``urgence`` probability;
+        ``other_intent``: its confidence in its best *other* intent ("un arbre est tombé sur la
+        route" is a road problem: a weak word then needs the classifier's full agreement)."""
+        folded = " " + fold(text) + " "
+        strong = _DANGER.search(folded)
+        benign = _BENIGN.search(folded)
+        word = strong.group().strip() if strong else (fuzzy_danger(folded) or "")
+        if word and not benign:
+            return EmergencyHit(1.0, "words", word)
+        p = self.probability(text)
+        if benign:
+            return EmergencyHit(p, "classifier") if p >= WITH_BENIGN else None
+        if p >= self.alone and len(folded.split()) >= MIN_WORDS:
+            return EmergencyHit(p, "classifier")
+        weak = _WEAK.search(folded)
+        if weak and p >= (self.with_word if other_intent < SURE_OTHER else self.alone):
+            return EmergencyHit(p, "words+classifier", weak.group().strip())
+        if intent_probability >= INTENT:
+            return EmergencyHit(intent_probability, "intent")
+        return None

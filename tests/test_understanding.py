@@ -1,0 +1,84 @@
+"""The emergency layer and the recogniser on sentences written for these tests (in no example, no set).
+
+Plus the regression guard on the held-out set ``tests/data/callers.tsv`` (never tuned on): its
+accuracy, emergency recall and false-alarm rate must not fall below what this version reached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from callbot.flows.cli import read_tsv
+from callbot.flows.loader import load_flow
+from callbot.understanding.emergency import fuzzy_danger
+from callbot.understanding.evaluate import Report, first_turn
+from callbot.understanding.text import for_model
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = ROOT / "flows" / "mairie.yaml"
+
+
+@pytest.fixture(scope="module")
+def flow():
+    return load_flow(FLOW).warm()
+
+
+@pytest.mark.parametrize("text", [
+    "la cuisine de mon voisin est pleine de flammes",
+    "mon bébé a bu du produit pour la vaisselle",
+    "un homme s'est effondré dans la boulangerie il ne bouge plus",
+    "il y a un type avec une batte qui tape sur tout le monde devant le bar",
+    "ma grand-mère ne répond plus et il y a une odeur bizarre chez elle depuis trois jours",
+    "le camion a percuté un scooter et le jeune est par terre en sang",
+    "ma fille dit qu'elle veut en finir elle est sur le balcon",
+    "au secours",
+    "oui alors c'était pour les horaires de la piscine mais là y a de la fumée noire qui sort du gymnase",
+    "il y a un ensendie dans la grange",  # Whisper's slip of "incendie"
+])
+def test_emergencies_in_words_no_example_has(flow, text):
+    assert first_turn(flow, text).kind == "emergency", text
+
+
+@pytest.mark.parametrize("text", [
+    "je voudrais une attestation de l'incendie de l'an dernier pour mon assurance",
+    "le feu rouge du carrefour est cassé",
+    "mon père est décédé la semaine dernière il me faut l'acte de décès",
+    "les pompiers ont laissé des traces de pneus sur la pelouse l'autre jour",
+    "un arbre est tombé sur la route",
+    "il y a une fuite d'eau sur le trottoir",
+    "passer à la mairie pour l'armée",
+])
+def test_alarming_words_in_ordinary_requests_are_not_alarms(flow, text):
+    assert first_turn(flow, text).kind != "emergency", text
+
+
+def test_fuzzy_danger_words():
+    assert fuzzy_danger("il y a un un sandie rue pasteur") == "sandie"
+    assert fuzzy_danger("il est inconsient") == "inconsient"
+    assert fuzzy_danger("une incidence sur la facture") is None
+
+
+def test_text_for_the_encoders():
+    assert for_model("Euh, ma CNI, mon fils a 16 ans") == "ma carte nationale d'identité, mon fils a seize ans"
+
+
+def test_clarifying_question_names_both_services(flow):
+    session = flow.new_session()
+    session.start()
+    turn = session.hear("je voudrais un acte")
+    said = " ".join(p.text for p in turn.say)
+    assert turn.node == "accueil"
+    assert "naissance" in said and ("décès" in said or "mariage" in said)
+
+
+def test_held_out_callers_do_not_regress(flow):
+    """Reached by this version (commit of issue 12): 0.877, emergencies 44/47, 15/383 false alarms."""
+    report = Report()
+    for text, gold in read_tsv(ROOT / "tests" / "data" / "callers.tsv"):
+        report.add(text, gold, first_turn(flow, text))
+    caught, pos, alarms, neg = report.emergency_counts()
+    assert report.accuracy() >= 0.86, report.lines(0)[-1]
+    assert caught >= pos - 3
+    assert alarms / neg <= 0.045
