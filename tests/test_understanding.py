@@ -73,12 +73,23 @@ def test_clarifying_question_names_both_services(flow):
     assert "naissance" in said and ("décès" in said or "mariage" in said)
 
 
+def report(flow, name: str) -> Report:
+    out = Report()
+    for text, gold in read_tsv(ROOT / "tests" / "data" / name):
+        out.add(text, gold, first_turn(flow, text))
+    return out
+
+
 def test_held_out_callers_do_not_regress(flow):
-    """Reached by this version (commit of issue 12): 0.877, emergencies 44/47, 15/383 false alarms."""
-    report = Report()
-    for text, gold in read_tsv(ROOT / "tests" / "data" / "callers.tsv"):
-        report.add(text, gold, first_turn(flow, text))
-    caught, pos, alarms, neg = report.emergency_counts()
-    assert report.accuracy() >= 0.86, report.lines(0)[-1]
-    assert caught >= pos - 3
-    assert alarms / neg <= 0.045
+    """Reached by this version on the held-out set: 0.888, emergencies 46/47, 12/383 false alarms."""
+    r = report(flow, "callers.tsv")
+    caught, pos, alarms, neg = r.emergency_counts()
+    assert r.accuracy() >= 0.87, r.lines(0)[-1]
+    assert caught >= pos - 2
+    assert alarms / neg <= 0.04
+
+
+def test_emergency_tuning_set_stays_caught(flow):
+    """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 5 false alarms."""
+    caught, pos, alarms, neg = report(flow, "tune_emergency.tsv").emergency_counts()
+    assert caught >= pos - 1 and alarms <= 8

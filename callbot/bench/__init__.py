@@ -1,4 +1,5 @@
 """Benchmarks behind ``scripts/bench-*``: one module per benchmark, each runnable with ``python -m``.
 
-``understanding``: spoken intent accuracy, offline (Pico French -> µ-law line -> Whisper -> recogniser).
+``understanding``: spoken intent accuracy, offline (a voice the bot does not use -> µ-law line -> Whisper
+-> the flow's first-turn path); ``nlu``: cost of understanding one sentence (latency, memory).
 """

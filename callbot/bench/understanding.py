@@ -186,6 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="Whisper window (default: settings.asr_window)")
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help=f"synthesised audio cache (default {CACHE_DIR})")
     ap.add_argument("--show", type=int, default=1000, help="misses to print (default: all)")
+    ap.add_argument("--prompt", default=None, help="Whisper prompt instead of the start node's vocabulary()")
     ap.add_argument("--voice", choices=sorted(VOICES), default="mb-fr1",
                     help="caller voice (default mb-fr1: MBROLA via espeak-ng, a voice the bot does not use)")
     return ap.parse_args(argv)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     session = flow.new_session(CallContext(channel="bench"))
     first = session.start()
-    prompt = session.vocabulary()
+    prompt = session.vocabulary() if args.prompt is None else args.prompt
     eot = (first.listen.end_of_turn_secs if first.listen else None) or 0.5
 
     from callbot.config import Settings

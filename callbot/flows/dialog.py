@@ -62,7 +62,8 @@ def on_hear(session, text: str) -> Turn:
 
     # 3. global intents (a bare "non merci" to a yes/no question is an answer, not a goodbye)
     active = _globals_on(session, node)
-    if active and full.intent in active and not full.ambiguous and not _bare_yes_no(node, text):
+    if active and full.intent in active and not full.ambiguous and full.confidence >= GLOBAL_MIN \
+            and not _bare_yes_no(node, text):
         slot_node = isinstance(node, (CollectNode, SurveyNode))
         if not slot_node or full.confidence >= GLOBAL_MIN and _not_a_slot_answer(node, text):
             events.append(IntentMatched(intent=full.intent, confidence=full.confidence, text=text, node=st.node))
@@ -136,6 +137,9 @@ def on_press(session, digits: str) -> Turn:
     menu = flow.nodes[flow.settings.main_menu]
     if isinstance(menu, MenuNode) and digits in menu.options:
         st.failures = 0
+        if menu.options[digits].intent and menu.options[digits].intent == flow.emergency_intent \
+                and _emergency_armed(session):
+            return emergency(session, f"#{digits}", 1.0, events, out, reason="keypad")
         return session._goto(menu.options[digits].goto, out, events)
     return fail(session, "no_match", out, events)
 
@@ -186,6 +190,8 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     if node.any_intent:
         allowed |= flow.goto_intents
     m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
+    if m.intent and m.intent in flow.globals and m.intent not in node.routes and m.confidence < GLOBAL_MIN:
+        m = type(m)(None, m.confidence, m.ranking)  # "répétez", "au revoir": only when sure (noise looks like them)
     if m.intent and not m.ambiguous:
         events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))
         st.failures = 0

@@ -166,6 +166,8 @@ class Session:
         self.ctx = ctx
         self.now = ctx.now or datetime.now(ZoneInfo(flow.settings.timezone))
         self.s = _State()
+        # an emergency prompt reached by any path never says an empty number
+        self.s.spoken.update(urgence_numero="cent douze", urgence_service="le numéro d'urgence européen")
         self.last_match: Match | None = None
 
     # --- protocol ------------------------------------------------------------------------------

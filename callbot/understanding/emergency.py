@@ -43,7 +43,7 @@ from callbot.understanding.text import for_model
 ALONE = 0.90  # classifier probability that is an emergency by itself (sentences of 3 words or more)
 WITH_WORD = 0.60  # ... when a danger word is present
 WITH_BENIGN = 0.95  # ... when an ordinary context is present ("détecteur de fumée", "l'an dernier")
-INTENT = 0.50  # the intent recogniser's own probability of ``urgence`` (another, independent vote)
+INTENT = 0.40  # the intent recogniser's own probability of ``urgence`` (another, independent vote)
 MIN_WORDS = 3
 SURE_OTHER = 0.9  # the recogniser is this sure of an ordinary intent: weak words need ALONE
 MIN_POSITIVES, MIN_NEGATIVES = 20, 100  # fewer examples: danger words only (a tiny classifier fires on names)
@@ -55,20 +55,23 @@ DANGER = [
     r"odeur de gaz", r"sent (?:le|du) gaz", r"fuite de gaz", r"gaz partout", r"explos", r"monoxyde",
     r"inconscien", r"(?:respire|respirait) (?:plus|pas|mal)", r"ne respire", r"(?:bouge|reagit|reveille) (?:plus|pas)", r"arret cardiaque", r"crise cardiaque", r"coeur (?:s est )?arrete", r"malaise", r"avc",
     r"convuls", r"etouff", r"s etrangle", r"saign", r"plein de sang", r"du sang", r"pisse le sang",
-    r"(?:se|s est) noy", r"noyade", r"tombe (?:a|dans) l eau", r"dans la riviere", r"emporte par",
+    r"(?:se|s est) noy", r"se noie", r"noyade", r"(?:voiture|personne|enfant|homme|femme|gamin|quelqu un) (?:est|et) dans l eau", r"tombe (?:a|dans) l eau", r"dans la riviere", r"emporte par",
     r"couteau", r"armes? ", r"pistolet", r"fusil", r"tire(?:nt)? sur", r"coups de feu", r"poignard",
     r"me frappe", r"le frappe", r"la frappe", r"les frappe", r"nous frappe", r"se battent", r"bagarre",
-    r"(?:se fait|se font|m a|l a|a ete) agress", r"en train de (?:cambrioler|voler|frapper|forcer|entrer|casser)",
+    r"(?:se fait|se font|m a|l a|a ete) agress", r"en train (?:de |d )(?:cambrioler|voler|frapper|forcer|entrer|rentrer|casser|attaquer|mordre|battre|tabasser)", r"vient de s (?:ecrouler|effondrer)",
     r"cambrioleur", r"force la porte", r"forcer la porte", r"quelqu un (?:est )?(?:entre|rentre) chez",
     r"suicid", r"se tuer", r"me tuer", r"en finir", r"mettre fin a (?:ses|mes) jours", r"sauter du",
     r"va sauter", r"veut sauter", r"electrocut", r"coince(?:e|s)? sous",
-    r"ambulance", r"pompiers", r"samu", r"appelez (?:la police|les secours)", r"envoyez (?:quelqu un|les secours)",
+    r"ambulance", r"samu", r"(?:appelez|envoyez|faut) (?:la police|les secours|les pompiers)", r"envoyez (?:quelqu un|les secours)",
     r"vite vite", r"venez vite", r"urgence vitale", r"en danger", r"il va mourir", r"elle va mourir",
     r"(?:il|elle) est tombe(?:e)? et (?:ne|n arrive)", r"ne se releve", r"n arrive (?:pas|plus) a se relever",
-    r"avale (?:du|de la|des|un|une)", r"eau monte", r"on est (?:bloque|coince)s?", r"respire (?:tres |vraiment )?mal",
+    r"avale (?:du|de la|des|un|une|les|mes|ses|sa|son)", r"va accoucher", r"accouche (?:la|maintenant)",
+    r"perdu les eaux", r"poche (?:des eaux )?(?:est )?perce", r"(?:peux|peut|arrive) (?:pas|plus) (?:a )?(?:me|se) (?:lever|relever)",
+    r"(?:fille|fils|enfant|petit|petite|mere|pere|grand pere|grand mere|mari|femme|bebe)(?: de \w+ ans)? a disparu",
+    r"(?:on|je) (?:le|la|les) cherche partout", r"eau monte", r"on est (?:bloque|coince)s?", r"respire (?:tres |vraiment )?mal",
     r"beaucoup (?:de )?sang", r"tombe (?:du|d un|d une|de la|par la) (?:toit|echelle|balcon|fenetre)",
     r"au fond (?:du bassin|de l eau|de la piscine|du lac)", r"(?:feu|fut|fu) a pris",
-    r"(?:on|je) (?:ne )?(?:la|le|les) (?:trouve|retrouve) plus",
+    r"(?:on|je) (?:ne )?(?:la|le|les) (?:trouve|retrouve) (?:plus|pas)",
     r"perdu (?:mon|ma) (?:enfant|fils|fille|petit|petite)", r"ne (?:trouve|retrouve) plus (?:mon|ma) (?:enfant|fils|"
     r"fille|petit|petite)", r"fait une crise", r"menace de (?:me|le|la|nous)? ?(?:tuer|frapper)",
 ]
@@ -76,7 +79,8 @@ DANGER = [
 WEAK = [
     r"feu", r"brul", r"accident", r"tombe", r"blesse", r"inond", r"frappe", r"agress", r"cambriol", r"vol ",
     r"danger", r"urgen", r"vite", r"secours", r"mort", r"police", r"gaz", r"sang", r"fuite", r"crise", r"par terre",
-    r"riviere", r"disparu", r"repond (?:plus|pas)", r"effondr", r"ecroul", r"coince",
+    r"riviere", r"disparu", r"repond (?:plus|pas)", r"effondr", r"ecroul", r"coince", r"pompiers", r"tout mou",
+    r"dans l eau", r"dedans",
     r"se sent pas bien", r"mal au", r"hopital", r"violen", r"menace", r"peur", r"noy", r"eau partout",
 ]
 # Contexts where a strong word is ordinary: it then needs the classifier's agreement too.
@@ -90,7 +94,8 @@ BENIGN = [
     r"indemnis", r"rembours", r"facture", r"constat", r"decede", r"est mort (?:il y a|la semaine|hier|le mois)",
     r"l ancien", r"pompes funebres", r"cours de secourisme", r"formation", r"caserne", r"bal des pompiers",
     r"calendrier des pompiers", r"pompiers volontaires", r"personne (?:n )?(?:est|a ete) blesse", r"pas de blesse",
-    r"depuis l incendie", r"apres l incendie",
+    r"depuis l incendie", r"apres l incendie", r"barbecue", r"aux urgences", r"(?:la|une|sa|leur) tombe ", r"cimetiere", r"va finir par", r"risque de",
+    r"avant qu (?:un|une|il|elle|on)", r"(?:c est )?pas (?:violent|grave|dangereux)", r"calendriers?", r"amicale",
 ]
 # Long danger words matched through Whisper's slips ("un sandie", "inconsient"): same French
 # phonetic spelling as the lexical scorer, at most one sound apart.
@@ -127,6 +132,27 @@ def fuzzy_danger(folded: str) -> str | None:
         if len(code) >= 4 and any(_near(code, f) for f in _FUZZY):
             return w
     return None
+
+
+_CONNECTORS = re.compile(r" (?:mais|attendez|attends|excusez moi|pardon|oh|ah|mon dieu|et la|par contre|sauf que"
+                         r"|d ailleurs|au fait|en plus) ")
+
+
+def _benign(folded: str, danger) -> bool:
+    """An ordinary context that concerns the danger words: in the same clause as one of them (a
+    "facture" in "c'est pour la facture, mais l'eau monte chez ma voisine" does not count)."""
+    if not _BENIGN.search(folded):
+        return False
+    spans = [c for c in clauses(folded) if _DANGER.search(c) or _WEAK.search(c) or fuzzy_danger(c)]
+    return not spans or any(_BENIGN.search(c) for c in spans) if danger or _WEAK.search(folded) else True
+
+
+def clauses(text: str) -> list[str]:
+    """Folded clauses, split at punctuation and at the words callers use to change subject."""
+    out = []
+    for part in re.split(r"[,.;:!?]", text):
+        out += [" " + c.strip() + " " for c in _CONNECTORS.split(" " + fold(part) + " ") if c.strip()]
+    return out or [" " + fold(text) + " "]
 
 
 @dataclass(frozen=True)
@@ -186,11 +212,13 @@ class EmergencyDetector:
         ``other_intent``: its confidence in its best *other* intent ("un arbre est tombé sur la
         route" is a road problem: a weak word then needs the classifier's full agreement)."""
         folded = " " + fold(text) + " "
-        strong = _DANGER.search(folded)
-        benign = _BENIGN.search(folded)
-        word = strong.group().strip() if strong else (fuzzy_danger(folded) or "")
-        if word and not benign:
-            return EmergencyHit(1.0, "words", word)
+        for clause in clauses(text):  # "c'est pour la facture, mais ça sent le gaz": judged apart
+            strong = _DANGER.search(clause)
+            word = strong.group().strip() if strong else (fuzzy_danger(clause) or "")
+            if word and not _BENIGN.search(clause):
+                return EmergencyHit(1.0, "words", word)
+        strong = _DANGER.search(folded) or fuzzy_danger(folded)
+        benign = _benign(folded, strong)
         p = self.probability(text)
         if benign:
             return EmergencyHit(p, "classifier") if p >= WITH_BENIGN else None
