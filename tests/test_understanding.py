@@ -67,7 +67,7 @@ def test_text_for_the_encoders():
 def test_clarifying_question_names_both_services(flow):
     session = flow.new_session()
     session.start()
-    turn = session.hear("je voudrais un acte")
+    turn = session.hear("il me faut un acte")
     said = " ".join(p.text for p in turn.say)
     assert turn.node == "accueil"
     assert "naissance" in said and ("décès" in said or "mariage" in said)
@@ -81,15 +81,15 @@ def report(flow, name: str) -> Report:
 
 
 def test_held_out_callers_do_not_regress(flow):
-    """Reached by this version on the held-out set: 0.888, emergencies 46/47, 12/383 false alarms."""
+    """Reached by this version on the held-out set: 0.902, emergencies 46/47, 12/383 false alarms."""
     r = report(flow, "callers.tsv")
     caught, pos, alarms, neg = r.emergency_counts()
-    assert r.accuracy() >= 0.87, r.lines(0)[-1]
+    assert r.accuracy() >= 0.885, r.lines(0)[-1]
     assert caught >= pos - 2
     assert alarms / neg <= 0.04
 
 
 def test_emergency_tuning_set_stays_caught(flow):
-    """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 5 false alarms."""
+    """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 6 false alarms."""
     caught, pos, alarms, neg = report(flow, "tune_emergency.tsv").emergency_counts()
     assert caught >= pos - 1 and alarms <= 8

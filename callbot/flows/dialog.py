@@ -22,6 +22,7 @@ from callbot.flows.types import Hangup, Prompt, Turn
 _ORDINALS = {"premier": "1", "premiere": "1", "deuxieme": "2", "second": "2", "seconde": "2",
              "troisieme": "3", "quatrieme": "4", "cinquieme": "5", "sixieme": "6"}
 GLOBAL_MIN = 0.55  # a global intent must be this sure to interrupt a slot being collected
+GLOBAL_WORDS = 0.1  # lexical score (keywords, example words) a conversation intent needs
 CLARIFY_SECOND = 0.3  # below the threshold, the runner-up must have this share of the top to be offered
 
 
@@ -63,7 +64,7 @@ def on_hear(session, text: str) -> Turn:
     # 3. global intents (a bare "non merci" to a yes/no question is an answer, not a goodbye)
     active = _globals_on(session, node)
     if active and full.intent in active and not full.ambiguous and full.confidence >= GLOBAL_MIN \
-            and not _bare_yes_no(node, text):
+            and not _bare_yes_no(node, text) and _said_in_words(flow, full.intent, text):
         slot_node = isinstance(node, (CollectNode, SurveyNode))
         if not slot_node or full.confidence >= GLOBAL_MIN and _not_a_slot_answer(node, text):
             events.append(IntentMatched(intent=full.intent, confidence=full.confidence, text=text, node=st.node))
@@ -97,6 +98,12 @@ def _emergency_armed(session) -> bool:
     if target is None or target not in flow.nodes:
         return False
     return not session.s.node.startswith(target)
+
+
+def _said_in_words(flow, intent: str, text: str) -> bool:
+    """A conversation intent ("répétez", "au revoir", "le menu", "un agent") needs words of its own:
+    noise and hesitations ("euh ben voilà quoi") look like short requests to the sentence encoders."""
+    return intent == flow.emergency_intent or flow.recogniser.lexical.scores(text).get(intent, 0.0) >= GLOBAL_WORDS
 
 
 def _bare_yes_no(node, text: str) -> bool:
@@ -190,7 +197,8 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     if node.any_intent:
         allowed |= flow.goto_intents
     m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
-    if m.intent and m.intent in flow.globals and m.intent not in node.routes and m.confidence < GLOBAL_MIN:
+    if m.intent and m.intent in flow.globals and m.intent not in node.routes and (
+            m.confidence < GLOBAL_MIN or not _said_in_words(flow, m.intent, text)):
         m = type(m)(None, m.confidence, m.ranking)  # "répétez", "au revoir": only when sure (noise looks like them)
     if m.intent and not m.ambiguous:
         events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))
