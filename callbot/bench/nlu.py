@@ -30,7 +30,8 @@ def cpu_flags() -> str:
     model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
     flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
     vec = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
-    return f"{model}; {' '.join(vec) or 'no AVX2'}; {len([ln for ln in text.splitlines() if ln.startswith('processor')])} CPUs"
+    cpus = len([ln for ln in text.splitlines() if ln.startswith("processor")])
+    return f"{model}; {' '.join(vec) or 'no AVX2'}; {cpus} CPUs"
 
 
 def pct(values: list[float], q: float) -> float:

@@ -186,7 +186,8 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     if node.yes or node.no:
         yn = slot_parsers.parse_yes_no(text)
         short = len(fold(text).split()) <= 5
-        if yn is not None and (len(fold(text).split()) <= 3 or short and (full.intent is None or full.confidence < 0.6)):
+        sure_other = full.intent is not None and full.confidence >= 0.6
+        if yn is not None and (len(fold(text).split()) <= 3 or short and not sure_other):
             target = node.yes if yn.value else node.no
             if target:
                 events.append(IntentMatched(intent="oui" if yn.value else "non", confidence=1.0, text=text,
