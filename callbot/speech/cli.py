@@ -89,6 +89,12 @@ def prepare_models(argv: list[str] | None = None, *, settings: Settings | None =
         print(f"Whisper model: {path} ({time.monotonic() - t0:.1f} s)")
         if not check:
             return 0
+        from callbot.flows.loader import load_flow
+
+        t0 = time.monotonic()
+        flow = load_flow(settings.flow).warm()  # embeds the examples once: later starts take seconds
+        print(f"flow {flow.name}: intent recogniser and emergency layer ready ({time.monotonic() - t0:.1f} s, "
+              f"{sum(len(i.examples) for i in flow.spec.intents.values())} examples)")
         from callbot.speech.asr import SharedWhisper
         from callbot.speech.voices import select_voice
 
