@@ -93,3 +93,27 @@ def test_emergency_tuning_set_stays_caught(flow):
     """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 6 false alarms."""
     caught, pos, alarms, neg = report(flow, "tune_emergency.tsv").emergency_counts()
     assert caught >= pos - 1 and alarms <= 8
+
+
+def test_emergency_transfers_to_the_towns_line_when_it_has_a_number(tmp_path):
+    text = FLOW.read_text(encoding="utf-8").replace(
+        "  urgence: {label: la permanence d'urgence de la commune}",
+        '  urgence: {label: la permanence d\'urgence de la commune, number: "+33240000099"}')
+    path = tmp_path / "mairie.yaml"
+    path.write_text(text, encoding="utf-8")
+    session = load_flow(path).new_session()
+    session.start()
+    turn = session.hear("vite il y a de la fumée partout dans la cage d'escalier")
+    said = " ".join(p.text for p in turn.say)
+    assert turn.transfer is not None and turn.transfer.number == "+33240000099"
+    assert "dix-huit" in said and "cent quatorze" in said and [e for e in turn.events if e.type == "emergency"]
+
+
+def test_eval_intents_spoken_wiring(tmp_path, capsys):
+    from callbot.cli import main
+
+    tsv = tmp_path / "two.tsv"
+    tsv.write_text("utterance\tintent\nquels sont vos horaires\thoraires\n", encoding="utf-8")
+    assert main(["eval-intents", "--spoken", str(tsv)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("spoken accuracy: ") and any(line.startswith("caller voice: mb-fr1") for line in out)
