@@ -69,7 +69,7 @@ class Flow:
         if self._recogniser is None:
             from callbot.understanding import build_recogniser
 
-            self._recogniser = build_recogniser(self.spec)
+            self._recogniser = build_recogniser(self.spec, self.path)
         return self._recogniser
 
     @property

@@ -18,9 +18,29 @@ def _encoders():
     return shared_encoders()
 
 
-def build_recogniser(spec) -> Recogniser:
+def heard_examples(flow_path, intents) -> list[tuple[str, str]]:
+    """``<flow>.heard.tsv``: Whisper's transcripts of the examples (``python -m callbot.bench.heard``)."""
+    from pathlib import Path
+
+    if flow_path is None:
+        return []
+    path = Path(flow_path).with_suffix(".heard.tsv")
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or "\t" not in line:
+            continue
+        text, intent = line.split("\t")[:2]
+        if intent in intents and text != "heard":
+            rows.append((text, intent))
+    return rows
+
+
+def build_recogniser(spec, flow_path=None) -> Recogniser:
     return Recogniser({n: (list(i.examples), list(i.keywords)) for n, i in spec.intents.items()},
-                      threshold=spec.settings.intent_threshold, encoders=_encoders())
+                      threshold=spec.settings.intent_threshold, encoders=_encoders(),
+                      heard=heard_examples(flow_path, spec.intents))
 
 
 def build_emergency_detector(spec) -> EmergencyDetector:

@@ -41,6 +41,7 @@ LEXICAL_WEIGHT = 3.0  # logits added per unit of lexical score (0..~1.4); tuned 
 # a steeper slope (25 from 0.65) gained 1 more point but settled vague requests ("je voudrais un acte").
 NEAREST_WEIGHT, NEAREST_FROM = 10.0, 0.7
 KEYWORD_WEIGHT = 0.5  # a keyword is a (weaker) training example too
+HEARD_WEIGHT = 0.5  # so is Whisper's transcript of an example (``<flow>.heard.tsv``)
 L2 = 1e-5
 EPOCHS = 300
 # Below this many examples a classifier over sentence vectors is not trusted: with a handful of
@@ -68,7 +69,7 @@ class Recogniser:
     """Built once per flow version; read-only afterwards (safe to share across calls and threads)."""
 
     def __init__(self, intents: dict[str, tuple[list[str], list[str]]], threshold: float = 0.5,
-                 encoders: Sequence[Encoder] = ()) -> None:
+                 encoders: Sequence[Encoder] = (), heard: Sequence[tuple[str, str]] = ()) -> None:
         self.threshold = threshold
         self.intents = tuple(intents)
         self._index = {n: i for i, n in enumerate(self.intents)}
@@ -80,6 +81,7 @@ class Recogniser:
         self._example_labels = np.zeros(0, dtype=int)
         self._lock = threading.Lock()
         self._data = intents
+        self._heard = [(t, n) for t, n in heard if n in self._index]  # what Whisper made of examples
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # the engine scores a sentence several times
         self._recent_lock = threading.Lock()
 
@@ -102,6 +104,8 @@ class Recogniser:
                     texts.append(ex), labels.append(self._index[name]), weights.append(1.0)
                 for kw in keywords:
                     texts.append(kw), labels.append(self._index[name]), weights.append(KEYWORD_WEIGHT)
+            for text, name in self._heard:
+                texts.append(text), labels.append(self._index[name]), weights.append(HEARD_WEIGHT)
             if not texts:
                 self.features = None
                 return
