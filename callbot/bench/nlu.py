@@ -34,11 +34,6 @@ def cpu_flags() -> str:
     return f"{model}; {' '.join(vec) or 'no AVX2'}; {cpus} CPUs"
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else 0.0
-
-
 def main(argv: list[str] | None = None) -> int:
     from callbot.config import PROJECT_ROOT
 
@@ -54,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from callbot.flows.cli import read_tsv
     from callbot.flows.loader import load_flow
     from callbot.understanding.encoders import shared_encoders
-    from callbot.understanding.evaluate import first_turn
+    from callbot.understanding.evaluate import first_turn, pct
 
     t0 = time.perf_counter()
     encoders = shared_encoders()

@@ -63,10 +63,10 @@ def on_hear(session, text: str) -> Turn:
 
     # 3. global intents (a bare "non merci" to a yes/no question is an answer, not a goodbye)
     active = _globals_on(session, node)
-    if active and full.intent in active and not full.ambiguous and full.confidence >= GLOBAL_MIN \
-            and not _bare_yes_no(node, text) and _said_in_words(flow, full.intent, text):
+    if active and full.intent in active and not full.ambiguous and _sure_global(flow, full, text) \
+            and not _bare_yes_no(text):
         slot_node = isinstance(node, (CollectNode, SurveyNode))
-        if not slot_node or full.confidence >= GLOBAL_MIN and _not_a_slot_answer(node, text):
+        if not slot_node or _not_a_slot_answer(node, text):
             events.append(IntentMatched(intent=full.intent, confidence=full.confidence, text=text, node=st.node))
             st.failures = 0
             return global_action(session, full.intent, out, events)
@@ -100,13 +100,22 @@ def _emergency_armed(session) -> bool:
     return not session.s.node.startswith(target)
 
 
-def _said_in_words(flow, intent: str, text: str) -> bool:
-    """A conversation intent ("répétez", "au revoir", "le menu", "un agent") needs words of its own:
-    noise and hesitations ("euh ben voilà quoi") look like short requests to the sentence encoders."""
-    return intent == flow.emergency_intent or flow.recogniser.lexical.scores(text).get(intent, 0.0) >= GLOBAL_WORDS
+def _sure_global(flow, m, text: str) -> bool:
+    """A conversation intent ("répétez", "au revoir", "le menu", "un agent") must be sure and said in
+    words of its own: noise and hesitations ("euh ben voilà quoi") look like them to the encoders."""
+    if m.confidence < GLOBAL_MIN:
+        return False
+    return m.intent == flow.emergency_intent or flow.recogniser.lexical.scores(text).get(m.intent, 0.0) >= GLOBAL_WORDS
 
 
-def _bare_yes_no(node, text: str) -> bool:
+def _keypad_emergency(session, option, digits: str, events: list, out: list) -> Turn | None:
+    """The menu's emergency option (key 9) goes through ``emergency`` like a spoken one."""
+    if option.intent and option.intent == session.flow.emergency_intent and _emergency_armed(session):
+        return emergency(session, f"#{digits}", 1.0, events, out, reason="keypad")
+    return None
+
+
+def _bare_yes_no(text: str) -> bool:
     """Up to three words that say yes or no ("non merci", "oui oui"): an answer, never a goodbye."""
     return len(fold(text).split()) <= 3 and slot_parsers.parse_yes_no(text) is not None
 
@@ -127,9 +136,9 @@ def on_press(session, digits: str) -> Turn:
     if isinstance(node, MenuNode):
         if digits in node.options:
             st.failures = 0
-            if node.options[digits].intent and node.options[digits].intent == flow.emergency_intent \
-                    and _emergency_armed(session):
-                return emergency(session, f"#{digits}", 1.0, events, out, reason="keypad")
+            urgent = _keypad_emergency(session, node.options[digits], digits, events, out)
+            if urgent is not None:
+                return urgent
             events.append(IntentMatched(intent=node.options[digits].intent, confidence=1.0, text=f"#{digits}",
                                         node=st.node))
             return session._goto(node.options[digits].goto, out, events)
@@ -144,9 +153,9 @@ def on_press(session, digits: str) -> Turn:
     menu = flow.nodes[flow.settings.main_menu]
     if isinstance(menu, MenuNode) and digits in menu.options:
         st.failures = 0
-        if menu.options[digits].intent and menu.options[digits].intent == flow.emergency_intent \
-                and _emergency_armed(session):
-            return emergency(session, f"#{digits}", 1.0, events, out, reason="keypad")
+        urgent = _keypad_emergency(session, menu.options[digits], digits, events, out)
+        if urgent is not None:
+            return urgent
         return session._goto(menu.options[digits].goto, out, events)
     return fail(session, "no_match", out, events)
 
@@ -180,7 +189,7 @@ def global_action(session, intent: str, out: list, events: list) -> Turn:
 
 def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Turn:
     flow, st = session.flow, session.s
-    if not (node.yes or node.no) and _bare_yes_no(node, text):  # "oui oui" to an open question
+    if not (node.yes or node.no) and _bare_yes_no(text):  # "oui oui" to an open question
         events.append(IntentMatched(intent=None, confidence=0.0, text=text, node=st.node))
         return fail(session, "no_match", out, events, text=text)
     if node.yes or node.no:
@@ -198,8 +207,7 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
     if node.any_intent:
         allowed |= flow.goto_intents
     m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
-    if m.intent and m.intent in flow.globals and m.intent not in node.routes and (
-            m.confidence < GLOBAL_MIN or not _said_in_words(flow, m.intent, text)):
+    if m.intent and m.intent in flow.globals and m.intent not in node.routes and not _sure_global(flow, m, text):
         m = type(m)(None, m.confidence, m.ranking)  # "répétez", "au revoir": only when sure (noise looks like them)
     if m.intent and not m.ambiguous:
         events.append(IntentMatched(intent=m.intent, confidence=m.confidence, text=text, node=st.node))

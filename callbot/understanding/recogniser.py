@@ -19,7 +19,6 @@ the classifier is retrained at the next load (seconds; vectors are cached).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -86,10 +85,6 @@ class Recogniser:
         self._recent_lock = threading.Lock()
 
     # --- training ---------------------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        h = hashlib.sha1(repr((sorted(self._data.items()), KEYWORD_WEIGHT, L2, EPOCHS, NEAREST_WEIGHT)).encode())
-        return h.hexdigest()[:16]
-
     def ensure_trained(self) -> None:
         """Embed the examples and fit the classifier (once; later calls return at once)."""
         if self.features is None or self._model is not None:
