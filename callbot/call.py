@@ -41,6 +41,7 @@ from callbot.runtime import Runtime
 from callbot.speech.stt import WhisperSTT
 from callbot.speech.tts import CachedTTS
 from callbot.speech.vad import SharedSileroVAD
+from callbot.switchboard.handover import HANDED_OFF, hand_over, resume
 from callbot.telephony.base import CallControl, CallInfo
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,11 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         await run_pipeline(pipeline, transport)
 
         final = flow_proc.final_turn
+        await _callbacks_from_tickets(rt, recorder)
         if final is None:
             reason = "caller_hangup"
         elif final.transfer is not None:
-            reason, detail = await _transfer(recorder, control, final)
+            reason, detail = await hand_over(rt.switchboard, control, info, recorder, flow, final)
         else:
             reason, detail = "bot_hangup", final.hangup.reason if final.hangup else ""
             await control.hangup(detail)
@@ -132,21 +134,47 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         if admission is not None:
             admission.release_call(speech)
         rt.active_calls.pop(info.call_id, None)
-        recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
+        if detail != HANDED_OFF:
+            recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
 
 
-async def _transfer(recorder: CallRecorder, control: CallControl, turn: Turn) -> tuple[str, str]:
-    """Hand the call over when the flow knows where to; otherwise it was announced only."""
-    t = turn.transfer
-    assert t is not None
-    if not t.number:
-        recorder.emit(ev.TransferRequested(target=t.target, reason=t.reason, node=turn.node, outcome="announced"))
-        await control.hangup("transfer_announced")
-        return "bot_hangup", f"transfer to {t.target} announced (no destination configured)"
-    ok = await control.transfer(t.number)
-    recorder.emit(ev.TransferRequested(target=t.target, reason=t.reason, node=turn.node,
-                                       outcome="connected" if ok else "failed"))
-    if not ok:
-        await control.hangup("transfer_failed")
-        return "error", f"transfer to {t.number} failed"
-    return "transferred", t.number
+async def resume_call(rt: Runtime, transport: BaseTransport, info: CallInfo, control: CallControl) -> None:
+    """A call the provider failed to connect to an agent is back on a new stream (Twilio): same call id,
+    same place in the queue; the flow does not start again."""
+    recorder = CallRecorder(rt.store, info.call_id)
+    rt.active_calls[info.call_id] = info
+    started = time.monotonic()
+    reason, detail = "caller_hangup", ""
+    try:
+        if rt.switchboard is None:
+            raise RuntimeError("a call came back for the queue but the switchboard is off")
+        reason, detail = await resume(rt.switchboard, control, info, recorder)
+    except Exception as e:
+        reason, detail = "error", f"{type(e).__name__}: {e}"
+        log.exception("resumed call %s failed", info.call_id)
+        recorder.emit(ev.ErrorEvent(code="resume_failed", message=detail, stage="queue"))
+        await control.hangup("error")
+    finally:
+        rt.active_calls.pop(info.call_id, None)
+        if detail != HANDED_OFF:
+            recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
+
+
+async def _callbacks_from_tickets(rt: Runtime, recorder: CallRecorder) -> None:
+    """A flow's ``rappel`` ticket (out of hours, "rappelez-moi") is also a callback request on the console."""
+    if rt.switchboard is None:
+        return
+    for e in list(recorder.history):
+        if isinstance(e, ev.TicketCreated) and e.kind == "rappel" and e.fields.get("telephone"):
+            service = str(e.fields.get("service") or "agent")
+            if service.startswith("{") or service not in rt.flows.current.spec.services:
+                service = "agent"
+            try:
+                cb = await rt.switchboard.callbacks.add(service=service, number=str(e.fields["telephone"]),
+                                                        call_id=recorder.call_id, reason="flow",
+                                                        summary=str(e.fields.get("motif", "")))
+            except Exception as err:  # the ticket itself is stored: say so, do not lose the call
+                log.error("call %s: callback for ticket %s not queued: %s", recorder.call_id, e.ticket_id, err)
+                continue
+            recorder.emit(ev.CallbackRequested(callback_id=cb.id, service=service, number=cb.number,
+                                               reason="flow"))

@@ -60,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from callbot.flows.cli import add_subcommands as add_flow_commands
     from callbot.speech.cli import add_subcommands as add_speech_commands
+    from callbot.switchboard.users_cli import add_subcommands as add_user_commands
 
     add_flow_commands(sub)
     add_speech_commands(sub)
+    add_user_commands(sub)
     flows = sub.choices.get("flows")
     if flows is not None:  # `flows reload` talks to the running server
         for action in flows._actions:

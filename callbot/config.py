@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Public base URL Twilio reaches (https://bot.example.fr); default: from the request"
     )
+    session_cookie_secure: bool = Field(
+        False, description="mark the login cookie Secure (browsers then send it over HTTPS only): true behind HTTPS")
 
     # --- storage
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded Redis server")
@@ -100,6 +102,18 @@ class Settings(BaseSettings):
     sip_media_timeout: int = Field(10, ge=0, le=3600, description="seconds without RTP before hanging up; 0 = off")
     sip_rtp_port_min: int = Field(30000, ge=1024, le=65535)
     sip_rtp_port_max: int = Field(30999, ge=1024, le=65535)
+
+    # --- switchboard: callers waiting for a person (callbot/switchboard)
+    queue_announce_secs: float = Field(45.0, ge=5, description="position and estimated wait announced every N s")
+    queue_max_wait_secs: float = Field(300.0, ge=10, description="then a callback is offered, then a polite end")
+    agent_ring_secs: float = Field(20.0, ge=3, le=120, description="an offer rings this long before the next agent")
+    agent_wrapup_secs: float = Field(30.0, ge=0, le=3600, description="after a call, before the agent gets the next")
+    queue_callback_key: str = Field("1", pattern=r"^[0-9*#]?$", description="keypad key to leave a callback request")
+    queue_priorities: dict[str, int] = Field(
+        default_factory=lambda: {"urgence": 10},
+        description="intent or service -> priority (higher waits less); e.g. {urgence: 10, etat_civil: 1}")
+    clock: str | None = Field(
+        None, description="pretend it is this local time (ISO 8601) for opening hours: demos and tests only")
 
     # --- integrations
     ticket_webhook_url: str | None = Field(None, description="POST each new ticket as JSON to this URL")

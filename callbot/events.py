@@ -148,6 +148,91 @@ class ErrorEvent(_Event):
     stage: str = ""
 
 
+# ---- the switchboard: the call waits for a person (callbot/switchboard)
+class Queued(_Event):
+    """The call entered a service's queue (or re-entered it at the head: ``resumed``)."""
+
+    type: Literal["queued"] = "queued"
+    service: str
+    position: int
+    priority: int = 0
+    resumed: bool = False
+
+
+class AgentOffered(_Event):
+    """An agent's console shows the call (warm transfer: before anyone is connected)."""
+
+    type: Literal["agent_offered"] = "agent_offered"
+    agent: str
+    service: str = ""
+
+
+class AgentAnswered(_Event):
+    """The agent accepted; the caller is being connected to the agent's phone."""
+
+    type: Literal["agent_answered"] = "agent_answered"
+    agent: str
+    service: str = ""
+    wait_s: float = 0.0  # queue entry -> accepted (speed of answer)
+    ring_s: float = 0.0  # offered -> accepted
+
+
+class AgentDeclined(_Event):
+    """The offer or the agent's phone did not turn into a conversation; the caller keeps waiting."""
+
+    type: Literal["agent_declined"] = "agent_declined"
+    agent: str
+    cause: Literal["declined", "timeout", "no_answer", "busy", "failed"] = "declined"
+    ring_s: float = 0.0
+
+
+class AgentConnected(_Event):
+    """The caller and the agent talked; ``talk_s`` is known once the bridge ends (SIP)."""
+
+    type: Literal["agent_connected"] = "agent_connected"
+    agent: str
+    service: str = ""
+    talk_s: float | None = None
+    mode: Literal["bridge", "provider"] = "bridge"
+
+
+class QueueLeft(_Event):
+    """The call left the queue without reaching a person (the caller is still on the line)."""
+
+    type: Literal["queue_left"] = "queue_left"
+    service: str
+    wait_s: float
+    cause: Literal["callback_key", "max_wait", "no_agent", "closed"]
+
+
+class Abandoned(_Event):
+    """The caller hung up while waiting for a person."""
+
+    type: Literal["abandoned"] = "abandoned"
+    service: str
+    wait_s: float
+    position: int = 0
+
+
+class CallbackRequested(_Event):
+    type: Literal["callback_requested"] = "callback_requested"
+    callback_id: str
+    service: str
+    number: str
+    slot: str = ""  # matin, apres_midi, indifferent
+    reason: Literal["callback_key", "max_wait", "no_agent", "closed", "flow"] = "callback_key"
+
+
+class CallbackDone(_Event):
+    """An agent closed a callback request from the console (stored under the original call)."""
+
+    type: Literal["callback_done"] = "callback_done"
+    callback_id: str
+    outcome: Literal["done", "no_answer"]
+    agent: str = ""
+    note: str = ""
+
+
 CallEvent = Annotated[
     Union[
         CallStarted,
@@ -166,6 +251,15 @@ CallEvent = Annotated[
         Emergency,
         SurveyAnswered,
         ErrorEvent,
+        Queued,
+        AgentOffered,
+        AgentAnswered,
+        AgentDeclined,
+        AgentConnected,
+        QueueLeft,
+        Abandoned,
+        CallbackRequested,
+        CallbackDone,
     ],
     Field(discriminator="type"),
 ]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from callbot.speech.asr import SharedWhisper
     from callbot.speech.prompt_cache import PromptCache
     from callbot.speech.voices import Voice
+    from callbot.switchboard.service import Switchboard
     from callbot.telephony.base import CallInfo
 
 log = logging.getLogger(__name__)
@@ -56,5 +57,6 @@ class Runtime:
     asr: "SharedWhisper"
     voice: "Voice"
     prompts: "PromptCache"
+    switchboard: "Switchboard | None" = None  # None: transfers are blind (bare pipeline tests)
     active_calls: dict[str, "CallInfo"] = field(default_factory=dict)
     ready: bool = False

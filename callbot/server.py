@@ -22,7 +22,8 @@ from callbot.redis_server import RedisServer
 from callbot.runtime import FlowLibrary, Runtime
 from callbot.store import EventStore
 from callbot.telephony import twilio
-from callbot.web import api
+from callbot.web import api, console
+from callbot.web.auth import accounts_on, redis_secret, setup_auth
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,12 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
     warm_s, _ = await asyncio.gather(asyncio.to_thread(asr.warm_up_sync), asyncio.to_thread(prompts.warm, texts))
     log.info("ready: flow %s (%s), %d prompts cached, voice %s:%s, Whisper warmed up in %.2f s", flows.current.name,
              flows.current.version, len(texts), voice.engine, voice.name, warm_s)
-    return Runtime(settings=settings, store=store, flows=flows, asr=asr, voice=voice, prompts=prompts)
+    from callbot.constants import PIPELINE_OUT_RATE
+    from callbot.switchboard.service import build_switchboard
+
+    switchboard = build_switchboard(settings, store.redis, flows, prompts.get_or_render, PIPELINE_OUT_RATE)
+    return Runtime(settings=settings, store=store, flows=flows, asr=asr, voice=voice, prompts=prompts,
+                   switchboard=switchboard)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -55,9 +61,11 @@ def create_app(settings: Settings) -> web.Application:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis_server = None
         redis_url = settings.redis_url
+        redis_url_file = settings.data_dir / "redis.url"
         if not redis_url:
             redis_server = await asyncio.to_thread(RedisServer(settings.data_dir / "redis").start)
             redis_url = redis_server.url
+            redis_url_file.write_text(redis_url + "\n")  # `callbot users ...` finds this Redis here
         store = EventStore(redis_url, max_calls=settings.call_log_max)
         await store.start()
         try:
@@ -82,11 +90,27 @@ def create_app(settings: Settings) -> web.Application:
         finally:
             await store.close()
             if redis_server:
+                redis_url_file.unlink(missing_ok=True)
                 await asyncio.to_thread(redis_server.stop)
 
     app.cleanup_ctx.append(runtime_ctx)
     api.setup_routes(app)
-    twilio.setup_routes(app, settings, on_call)
+    console.setup_routes(app)  # /console, its /api/console/*, /api/queue, /api/callbacks, /static/
+    async def on_resume(transport, info, control) -> None:
+        from callbot.call import resume_call
+
+        await resume_call(app[api.RUNTIME], transport, info, control)
+
+    async def on_dial_result(call_id: str, status: str, duration_s: float) -> None:
+        from callbot.switchboard.handover import provider_dial_result
+
+        rt = app[api.RUNTIME]
+        await provider_dial_result(rt.store, rt.switchboard, call_id, status, duration_s)
+
+    twilio.setup_routes(app, settings, on_call, on_resume=on_resume, on_dial_result=on_dial_result)
+    # after every route: all but /healthz, /login, /static/ and /twilio/ need a login or a token
+    setup_auth(app, accounts_on(lambda a: a[api.RUNTIME].store.redis), secret_getter=redis_secret,
+               cookie_secure=settings.session_cookie_secure)
     return app
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from aiohttp import web
+from argon2 import PasswordHasher
 from aiohttp.test_utils import TestClient, TestServer
 
 from callbot import events as ev
 from callbot.recorder import CallRecorder
 from callbot.store import EventStore
+from callbot.switchboard.accounts import Accounts
 from callbot.web import api
+from callbot.web.auth import accounts_on, setup_auth
 
 
 async def _client(store: EventStore, ready: bool = True) -> TestClient:
@@ -20,7 +23,11 @@ async def _client(store: EventStore, ready: bool = True) -> TestClient:
                                        voice=SimpleNamespace(engine="pico", name="fr"),
                                        flows=SimpleNamespace(current=flow))
     api.setup_routes(app)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    setup_auth(app, accounts_on(lambda a: a[api.RUNTIME].store.redis), secret_getter=lambda a: b"test secret")
+    accounts = Accounts(store.redis, hasher=PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+    await accounts.add("ops", "ops", "ops password", replace=True)
+    client = TestClient(TestServer(app, host="127.0.0.1"),
+                        headers={"Authorization": f"Bearer {await accounts.new_token('ops')}"})
     await client.start_server()
     return client
 

@@ -8,8 +8,6 @@ arrives meanwhile and must be served in keypad mode.
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 
 import pytest
 
@@ -28,16 +26,15 @@ def small_bot(redis_server, tmp_path_factory):
     stop_bot(server)
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
+def _get(bot, path: str) -> dict:
+    return bot.get_json(path)  # with the bot's API token
 
 
 async def _record(bot, call_sid: str) -> dict:
     for _ in range(100):
-        for row in _get(bot.url + "/api/calls?limit=50")["calls"]:
+        for row in _get(bot, "/api/calls?limit=50")["calls"]:
             if row.get("provider_call_id") == call_sid and row.get("status") == "ended":
-                return _get(f"{bot.url}/api/calls/{row['id']}")
+                return _get(bot, f"/api/calls/{row['id']}")
         await asyncio.sleep(0.1)
     raise AssertionError(f"no ended call {call_sid}\n{bot.log()}")
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from types import SimpleNamespace
+
+import redis.asyncio as aioredis
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -10,12 +13,15 @@ from twilio.request_validator import RequestValidator
 
 from callbot.config import Settings
 from callbot.telephony import twilio
+from callbot.web import api
 
 FORM = {"CallSid": "CA123", "AccountSid": "AC1", "From": "+33612345678", "To": "+33100000000"}
 
 
-async def _client(settings: Settings) -> TestClient:
+async def _client(settings: Settings, redis=None) -> TestClient:
     app = web.Application()
+    if redis is not None:  # what server.py's runtime offers the Twilio routes
+        app[api.RUNTIME] = SimpleNamespace(store=SimpleNamespace(redis=redis))
 
     async def on_call(transport, info, control):  # not reached by these tests
         raise AssertionError("no media expected")
@@ -72,13 +78,15 @@ async def test_signature_required_when_token_set():
         await client.close()
 
 
-async def test_after_stream_dials_a_transfer_or_hangs_up():
-    client = await _client(Settings())
+async def test_after_stream_dials_a_transfer_or_hangs_up(redis_url):
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    client = await _client(Settings(), redis)
     try:
-        client.app[twilio.AFTER]["CA123"] = "+33123456789"
+        await twilio.store_after_stream(redis, "CA123", "<Response><Dial>+33123456789</Dial></Response>")
         dial = ET.fromstring(await (await client.post("/twilio/after", data=FORM)).text())
         assert dial.find("Dial").text == "+33123456789"
         again = ET.fromstring(await (await client.post("/twilio/after", data=FORM)).text())
         assert again.find("Hangup") is not None
     finally:
         await client.close()
+        await redis.aclose()

@@ -71,12 +71,12 @@ def clean_delays(report, kind: str) -> list[float | None]:
     return out
 
 
-async def keypad_call_sids(url: str) -> set[str]:
+async def keypad_call_sids(url: str, headers: dict[str, str] | None = None) -> set[str]:
     """Provider call ids of the calls that admission control put on the keypad menu."""
     import aiohttp
 
     out: set[str] = set()
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=headers) as http:  # headers: the API token
         async with http.get(f"{url}/api/calls", params={"limit": "500"}) as r:
             calls = (await r.json())["calls"]
         for c in calls:
@@ -187,7 +187,7 @@ async def run(args: argparse.Namespace) -> dict:
             sampler_task = asyncio.create_task(sample())
             await asyncio.gather(*(slot(i) for i in range(args.calls)))
             sampler_task.cancel()
-            keypad = await keypad_call_sids(srv.url)
+            keypad = await keypad_call_sids(srv.url, srv.api_headers)
         proc = sampler.summary()
         proc["rss_mb_idle"] = sampler.rss[0]
         proc["caller_cpu_pct"] = me.summary()["cpu_pct_mean"]

@@ -7,7 +7,9 @@ helper needs no Redis: the server starts its embedded one in a temp dir.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -34,10 +36,21 @@ class BenchServer:
     log_path: Path
     tmp: Path
     env: dict[str, str] = field(default_factory=dict)
+    token: str = ""  # API token of the ``bench`` ops user (the API needs one)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get_json(self, path: str, timeout: float = 5) -> dict:
+        """GET ``path`` (``/api/calls?limit=50``) with the API token; the parsed JSON body."""
+        req = urllib.request.Request(self.url + path, headers=self.api_headers)
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
 
     def log(self, tail: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-tail:]
@@ -71,12 +84,35 @@ def start_server(tmp: Path | None = None, **env_overrides: str) -> BenchServer:
             raise RuntimeError(f"callbot serve exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return BenchServer(url, rest_port, sip_port, proc, log_path, tmp, env_overrides)
+                healthy = r.status == 200
         except OSError:
-            time.sleep(0.3)
+            healthy = False
+        if healthy:
+            try:
+                token = api_token(env, tmp)
+            except Exception:
+                proc.kill()
+                raise
+            return BenchServer(url, rest_port, sip_port, proc, log_path, tmp, env_overrides, token)
+        time.sleep(0.3)
     proc.kill()
     raise RuntimeError(f"callbot did not become healthy in 180 s:\n{log_path.read_text()[-4000:]}")
+
+
+def api_token(env: dict[str, str], tmp: Path) -> str:
+    """An ops user ``bench`` (random password) and a new API token for it, made with ``callbot users`` on the
+    Redis the server uses (the same environment finds it: redis_url, or data_dir/redis.url)."""
+    password = tmp / "bench-password"
+    password.write_text(secrets.token_urlsafe(24) + "\n")
+    password.chmod(0o600)
+    out = ""
+    for args in (["add", "bench", "--role", "ops", "--password-file", str(password), "--replace"], ["token", "bench"]):
+        r = subprocess.run([sys.executable, "-m", "callbot", "users", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            raise RuntimeError(f"callbot users {args[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
+        out = r.stdout
+    return out.strip().splitlines()[-1]
 
 
 def stop_server(server: BenchServer) -> None:

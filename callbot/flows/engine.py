@@ -315,7 +315,8 @@ class Session:
                 reason = node.reason or target
                 events.append(TransferRequested(target=node.target, reason=reason, node=target))
                 return self._end(Turn(node=target, say=out, listen=None, events=events,
-                                      transfer=Transfer(node.target, reason, svc.number if svc else None)))
+                                      transfer=Transfer(node.target, reason, svc.number if svc else None,
+                                                        node.mode)))
             if isinstance(node, HangupNode):
                 return self._end(Turn(node=target, say=out, listen=None, events=events,
                                       hangup=Hangup(node.reason)))

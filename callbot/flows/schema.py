@@ -128,6 +128,9 @@ class TransferNode(_Node):
     type: Literal["transfer"]
     target: str = Field(description="'agent' or a service name from services")
     reason: str = ""
+    mode: Literal["queue", "direct"] = Field(
+        "queue", description="queue: wait for an agent of the service (hold music, position, callback offer); "
+        "direct: cold transfer to the service's number (back to the queue if it fails)")
 
 
 class SurveyNode(_Node):

@@ -31,6 +31,7 @@ class Transfer:
     target: str  # service name from the flow, or "agent"
     reason: str = ""
     number: str | None = None  # where to send the call, when the flow knows it
+    mode: Literal["queue", "direct"] = "queue"  # wait for an agent, or cold transfer to ``number``
 
 
 @dataclass(frozen=True)

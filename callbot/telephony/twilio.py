@@ -1,14 +1,20 @@
-"""Twilio Media Streams: voice webhook (TwiML), media websocket, hang-up and transfer.
+"""Twilio Media Streams: webhooks (TwiML), media websocket, and the routes that move a call.
 
 The call flow on Twilio's side:
 1. ``POST /twilio/voice`` (signed) -> TwiML ``<Connect action=/twilio/after><Stream url=wss://…/twilio/media>``
    with the caller's number as a stream parameter.
 2. Twilio opens ``/twilio/media``: ``connected``, ``start``, then 20 ms µ-law ``media`` and ``dtmf``.
    pipecat's ``TwilioFrameSerializer`` does the wire format; the pipeline runs in ``call.run_call``.
-3. The bot ends the call: it waits until Twilio has *played* what was sent (a ``mark`` echoed back),
+   Once the pipeline stops (hand-off to a person) ``TwilioCallControl`` (``twilio_line.py``)
+   drives the line: hold audio, keypad, the agent's ``<Dial>``.
+3. The bot ends its part: it waits until Twilio has *played* what was sent (a ``mark`` echoed back),
    then hangs up through the REST API when credentials are set, and closes the socket. Closing
-   the socket makes Twilio fetch the ``<Connect action>`` URL, where ``/twilio/after`` answers
-   ``<Dial>`` (transfer) or ``<Hangup/>`` — so transfer and hang-up also work with no credentials.
+   the socket makes Twilio fetch the ``<Connect action>`` URL, where ``/twilio/after`` answers the
+   decision stored in Redis (``<Dial>``) or ``<Hangup/>`` — so transfers also work with no credentials,
+   and whichever worker Twilio reaches.
+4. A ``<Dial>`` (agent or cold transfer) reports to ``/twilio/dial-result?call=<our id>``: answered ->
+   ``<Hangup/>``; not reached -> a new ``<Connect><Stream>`` with the ``resume`` parameter, which
+   ``/twilio/media`` hands to ``app[ON_RESUME]`` with the same call id (the caller is never dropped).
 """
 
 from __future__ import annotations
@@ -16,38 +22,62 @@ from __future__ import annotations
 import asyncio
 import audioop
 import base64
+import inspect
 import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import aiohttp
 from aiohttp import WSMsgType, web
 from pipecat.frames.frames import InputAudioRawFrame
 from pipecat.serializers.twilio import TwilioFrameSerializer
+from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from callbot.config import Settings
 from callbot.constants import OUTPUT_CHUNK_MS, PIPELINE_IN_RATE
 from callbot.telephony.base import CallControl, CallInfo
+from callbot.telephony.twilio_line import (  # noqa: F401 - re-exported, the module's public names
+    END_MARK,
+    PLAYOUT_TIMEOUT_S,
+    TWILIO_RATE,
+    TwilioCallControl,
+    after_key,
+    pop_after_stream,
+    store_after_stream,
+)
 from callbot.telephony.websocket import AiohttpWebsocketTransport, WebsocketParams
+from callbot.web import api
 
 log = logging.getLogger(__name__)
 
 OnCall = Callable[[AiohttpWebsocketTransport, CallInfo, CallControl], Awaitable[None]]
+OnDialResult = Callable[[str, str, float], "Awaitable[None] | None"]  # (call_id, DialCallStatus, duration_s)
 SETTINGS = web.AppKey("twilio_settings", Settings)
 ON_CALL = web.AppKey("twilio_on_call", object)
-AFTER = web.AppKey("twilio_after", object)  # call_sid -> TwiML to run when the stream ends
+ON_RESUME = web.AppKey("twilio_on_resume", object)  # OnCall for a stream resumed after a failed <Dial>
+ON_DIAL_RESULT = web.AppKey("twilio_on_dial_result", object)  # OnDialResult, optional
 
 START_TIMEOUT_S = 10.0
-PLAYOUT_TIMEOUT_S = 8.0
-END_MARK = "callbot-end"
-TWILIO_RATE = 8000
+DIAL_REACHED = frozenset({"completed", "answered"})
 
 
 def new_call_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def redis_of(app: web.Application) -> Any:
+    """The shared Redis client: the runtime's (``app[api.RUNTIME].store.redis``), looked up at use.
+
+    The runtime is built in a ``cleanup_ctx`` after the routes are set up, hence lazily.
+    Tests put any object with ``.store.redis`` under ``api.RUNTIME``.
+    """
+    rt = app.get(api.RUNTIME)
+    if rt is None:
+        raise RuntimeError("no runtime on the app yet: Twilio state needs its Redis (app[api.RUNTIME].store.redis)")
+    return rt.store.redis
 
 
 # ---------------------------------------------------------------- webhooks
@@ -73,30 +103,81 @@ async def _validated_form(request: web.Request) -> dict[str, str]:
     return form
 
 
-async def voice_webhook(request: web.Request) -> web.Response:
-    form = await _validated_form(request)
-    base = _public_base(request, request.app[SETTINGS])
+def _xml(response: VoiceResponse) -> web.Response:
+    return web.Response(text=str(response), content_type="application/xml")
+
+
+def _stream_response(base: str, form: dict[str, str], params: dict[str, str] | None = None) -> VoiceResponse:
+    """``<Connect action=/twilio/after><Stream url=wss://…/twilio/media>`` + ``params`` and the caller's ids."""
     ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     response = VoiceResponse()
     connect = Connect(action=f"{base}/twilio/after")
     stream = connect.stream(url=f"{ws_base}/twilio/media")
+    for name, value in (params or {}).items():
+        stream.parameter(name=name, value=value)
     for name, field in (("caller", "From"), ("called", "To"), ("call_sid", "CallSid")):
         if form.get(field):
             stream.parameter(name=name, value=form[field])
     response.append(connect)
+    return response
+
+
+async def voice_webhook(request: web.Request) -> web.Response:
+    form = await _validated_form(request)
     log.info("incoming Twilio call %s from %s", form.get("CallSid", "?"), form.get("From", "?"))
-    return web.Response(text=str(response), content_type="application/xml")
+    return _xml(_stream_response(_public_base(request, request.app[SETTINGS]), form))
 
 
 async def after_stream_webhook(request: web.Request) -> web.Response:
+    """The stream ended: run the decision stored in Redis (a ``<Dial>``), else hang up."""
     form = await _validated_form(request)
-    destination = request.app[AFTER].pop(form.get("CallSid", ""), None)
+    call_sid = form.get("CallSid", "")
+    twiml = None
+    if call_sid:
+        try:
+            twiml = await pop_after_stream(redis_of(request.app), call_sid)
+        except (RedisError, OSError, RuntimeError) as e:
+            log.error("call %s: cannot read the after-stream decision from Redis (%s): hanging up", call_sid, e)
+    if twiml:
+        return web.Response(text=twiml, content_type="application/xml")
     response = VoiceResponse()
-    if destination:
-        response.dial(destination)
-    else:
+    response.hangup()
+    return _xml(response)
+
+
+async def dial_result_webhook(request: web.Request) -> web.Response:
+    """A ``<Dial>`` ended. Reached: the conversation is over. Not reached: back to the bot, never a hang-up."""
+    form = await _validated_form(request)
+    call_id = request.query.get("call", "")
+    cold = request.query.get("cold") == "1"
+    status = form.get("DialCallStatus", "")
+    try:
+        duration_s = float(form.get("DialCallDuration") or 0)
+    except ValueError:
+        duration_s = 0.0
+    log.info("call %s (%s): %s <Dial> ended: %s after %.0f s", call_id or "?", form.get("CallSid", "?"),
+             "transfer" if cold else "agent", status or "no status", duration_s)
+    hook = request.app.get(ON_DIAL_RESULT)
+    if hook is not None and call_id:
+        try:
+            result = hook(call_id, status, duration_s)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("call %s: the dial-result hook failed", call_id)
+    if status in DIAL_REACHED:
+        response = VoiceResponse()
         response.hangup()
-    return web.Response(text=str(response), content_type="application/xml")
+        return _xml(response)
+    params: dict[str, str] = {}
+    if call_id:
+        params = {"resume": call_id, "dial_status": status or "unknown"}
+        if cold:
+            params["cold"] = "1"
+    else:
+        log.warning("dial-result for %s without ?call=: the caller starts a new call with the bot",
+                    form.get("CallSid", "?"))
+    return _xml(_stream_response(_public_base(request, request.app[SETTINGS]), form, params))
 
 
 # ---------------------------------------------------------------- media websocket
@@ -197,94 +278,39 @@ async def media_websocket(request: web.Request) -> web.WebSocketResponse:
     transport = AiohttpWebsocketTransport(ws, WebsocketParams(
         audio_in_enabled=True, audio_out_enabled=True, serializer=serializer, audio_out_end_silence_secs=0,
         audio_out_10ms_chunks=OUTPUT_CHUNK_MS // 10))
-    info = CallInfo(call_id=new_call_id(), channel="twilio", caller=str(params.get("caller", "")),
-                    called=str(params.get("called", "")), provider_call_id=call_sid)
-    control = TwilioCallControl(settings, request.app[AFTER], ws, serializer,
+    resume = str(params.get("resume") or "")
+    extra = {"resume": "1", "dial_status": str(params.get("dial_status", ""))} if resume else {}
+    if resume and params.get("cold"):
+        extra["cold"] = "1"
+    info = CallInfo(call_id=resume or new_call_id(), channel="twilio", caller=str(params.get("caller", "")),
+                    called=str(params.get("called", "")), provider_call_id=call_sid, extra=extra)
+    app = request.app
+    control = TwilioCallControl(settings, ws, serializer, redis=lambda: redis_of(app),
                                 account_sid=str(meta.get("accountSid") or settings.twilio_account_sid or ""),
-                                call_sid=call_sid, stream_sid=stream_sid)
+                                call_sid=call_sid, stream_sid=stream_sid, call_id=info.call_id,
+                                public_base=_public_base(request, settings))
+    handler = app.get(ON_RESUME) if resume else None
+    if resume:
+        log.info("call %s (%s) back with the bot after <Dial>: %s", info.call_id, call_sid, extra["dial_status"])
     try:
-        await request.app[ON_CALL](transport, info, control)
+        await (handler or app[ON_CALL])(transport, info, control)
     finally:
         await transport.close()
+        await control.close()
     return ws
 
 
-class TwilioCallControl:
-    def __init__(self, settings: Settings, after: dict[str, str], ws: web.WebSocketResponse,
-                 serializer: CallbotTwilioSerializer, *, account_sid: str, call_sid: str, stream_sid: str) -> None:
-        self.settings = settings
-        self.after = after
-        self.ws = ws
-        self.serializer = serializer
-        self.account_sid = account_sid
-        self.call_sid = call_sid
-        self.stream_sid = stream_sid
-        self.rest_hangups = 0
-        self._done = False
-
-    async def wait_playout(self, timeout: float = PLAYOUT_TIMEOUT_S) -> bool:
-        """Send a ``mark`` and wait until Twilio echoes it: everything sent before it was heard."""
-        if self.ws.closed:
-            return False
-        await self.ws.send_str(json.dumps({"event": "mark", "streamSid": self.stream_sid,
-                                           "mark": {"name": END_MARK}}))
-        if END_MARK in self.serializer.marks_played:
-            return True
-        try:
-            async with asyncio.timeout(timeout):
-                async for msg in self.ws:
-                    if msg.type != WSMsgType.TEXT:
-                        return False
-                    try:
-                        data = json.loads(msg.data)
-                    except ValueError:
-                        continue
-                    if isinstance(data, dict) and data.get("event") == "mark" and \
-                            (data.get("mark") or {}).get("name") == END_MARK:
-                        return True
-                    if isinstance(data, dict) and data.get("event") == "stop":
-                        return False
-        except TimeoutError:
-            log.info("call %s: no playback mark within %.0f s; ending anyway", self.call_sid, timeout)
-        return False
-
-    async def hangup(self, reason: str) -> None:
-        if self._done:
-            return
-        self._done = True
-        await self.wait_playout()
-        if self.settings.twilio_token and self.account_sid and self.call_sid:
-            await self._rest_complete()
-        await self.ws.close()
-
-    async def transfer(self, destination: str) -> bool:
-        if self._done:
-            return False
-        self._done = True
-        self.after[self.call_sid] = destination
-        await self.wait_playout()
-        await self.ws.close()  # Twilio now fetches <Connect action> and gets <Dial>
-        return True
-
-    async def _rest_complete(self) -> None:
-        url = (f"{self.settings.twilio_api_base_url.rstrip('/')}/2010-04-01/Accounts/"
-               f"{self.account_sid}/Calls/{self.call_sid}.json")
-        auth = aiohttp.BasicAuth(self.account_sid, self.settings.twilio_token or "")
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-                async with http.post(url, data={"Status": "completed"}, auth=auth) as resp:
-                    self.rest_hangups += 1
-                    if resp.status >= 300 and resp.status != 404:
-                        log.error("Twilio REST hang-up of %s: HTTP %s %s", self.call_sid, resp.status,
-                                  (await resp.text())[:200])
-        except (aiohttp.ClientError, TimeoutError) as e:
-            log.error("Twilio REST hang-up of %s failed: %s", self.call_sid, e)
-
-
-def setup_routes(app: web.Application, settings: Settings, on_call: OnCall) -> None:
+def setup_routes(app: web.Application, settings: Settings, on_call: OnCall,
+                 on_resume: OnCall | None = None, on_dial_result: OnDialResult | None = None) -> None:
+    """Twilio's routes. ``on_resume`` gets streams resumed after a failed ``<Dial>`` (default: ``on_call``);
+    ``on_dial_result(call_id, status, duration_s)`` is told each ``<Dial>`` outcome (sync or async)."""
     app[SETTINGS] = settings
     app[ON_CALL] = on_call
-    app[AFTER] = {}
+    if on_resume is not None:
+        app[ON_RESUME] = on_resume
+    if on_dial_result is not None:
+        app[ON_DIAL_RESULT] = on_dial_result
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_post("/twilio/after", after_stream_webhook)
+    app.router.add_post("/twilio/dial-result", dial_result_webhook)
     app.router.add_get("/twilio/media", media_websocket)

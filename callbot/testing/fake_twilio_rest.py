@@ -1,5 +1,6 @@
 """A fake Twilio REST API: just enough of ``/2010-04-01/Accounts/{sid}/Calls/{call}.json``
-for tests to see the bot hang up (``Status=completed``) or redirect a call (``Twiml=``/``Url=``).
+for tests to see the bot hang up (``Status=completed``) or redirect a call (``Twiml=``/``Url=``),
+and to make an update fail (``fail_next_update``) like an outage or a rejected TwiML would.
 
     async with FakeTwilioRest(account_sid, auth_token) as rest:
         # configure the bot with twilio_api_base_url=rest.base_url
@@ -33,6 +34,7 @@ class RestRequest:
     form: dict[str, str]
     auth_ok: bool
     at: float = field(default_factory=time.monotonic)
+    status: int = 200  # what the fake answered
 
 
 class FakeTwilioRest:
@@ -44,6 +46,7 @@ class FakeTwilioRest:
         self.calls: dict[str, dict[str, str]] = {}  # call sid -> last status/params
         self._hung_up: dict[str, asyncio.Event] = {}
         self._listeners: dict[str, list[CallListener]] = {}
+        self._failures: list[tuple[str | None, int]] = []  # (call sid or None = any, HTTP status)
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         path = "/2010-04-01/Accounts/{account}/Calls/{call}.json"
@@ -89,6 +92,20 @@ class FakeTwilioRest:
     def requests_for(self, call_sid: str) -> list[RestRequest]:
         return [r for r in self.requests if r.call_sid == call_sid]
 
+    def last_twiml(self, call_sid: str) -> str | None:
+        """The ``Twiml`` of the last accepted update of ``call_sid`` (None: never redirected)."""
+        for r in reversed(self.requests_for(call_sid)):
+            if r.method == "POST" and r.status < 300 and "Twiml" in r.form:
+                return r.form["Twiml"]
+        return None
+
+    def fail_next_update(self, status: int = 500, *, call_sid: str | None = None, times: int = 1) -> None:
+        """Answer the next ``times`` updates (of ``call_sid``, or any call) with HTTP ``status``.
+
+        A failed update changes nothing and notifies no listener, like Twilio's.
+        """
+        self._failures.extend([(call_sid, status)] * times)
+
     def subscribe(self, call_sid: str, listener: CallListener) -> Callable[[], None]:
         """Call ``listener(form)`` on each authorised update of ``call_sid``; returns an unsubscribe."""
         listeners = self._listeners.setdefault(call_sid, [])
@@ -131,12 +148,19 @@ class FakeTwilioRest:
         account, call = request.match_info["account"], request.match_info["call"]
         form = {k: str(v) for k, v in (await request.post()).items()}
         ok = self._auth_ok(request, account)
-        self.requests.append(RestRequest("POST", request.path, account, call, form, ok))
+        self.requests.append(RestRequest("POST", request.path, account, call, form, ok, status=200 if ok else 401))
         if not ok:
             return web.json_response(
                 {"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401},
                 status=401,
             )
+        failure = next((f for f in self._failures if f[0] in (None, call)), None)
+        if failure is not None:
+            self._failures.remove(failure)
+            self.requests[-1].status = failure[1]
+            return web.json_response({"code": 20500, "message": "Internal Server Error (injected by the test)",
+                                      "more_info": "https://www.twilio.com/docs/errors/20500",
+                                      "status": failure[1]}, status=failure[1])
         self.calls.setdefault(call, {}).update(form)
         if form.get("Status") == "completed":
             self.hung_up(call).set()

@@ -38,13 +38,15 @@ from callbot.testing.twiml import dial_target, local_url, new_sid, parse_twiml, 
 
 DEFAULT_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 WEBHOOK_PATH = "/twilio/voice"
+MessageListener = Callable[[float, dict[str, Any]], None]  # (call time, message from the server)
 
 
 # ------------------------------------------------------------------ the call
 class _Call:
     def __init__(self, report: CallReport, steps: Sequence[Step], pcms: dict[int, np.ndarray], *,
                  http: aiohttp.ClientSession, base_url: str, token: str | None, public_base: str | None,
-                 params: dict[str, str]):
+                 params: dict[str, str], on_message: MessageListener | None = None):
+        self.on_message_hook = on_message
         self.r, self.steps, self.pcms = report, steps, pcms
         self.http, self.base_url, self.token, self.public_base = http, base_url, token, public_base
         self.params = params  # what Twilio sends with each webhook
@@ -193,6 +195,8 @@ class _Call:
         except (ValueError, KeyError, TypeError):
             r.protocol_errors.append(f"not a Twilio message: {data[:80]!r}")
             return
+        if self.on_message_hook is not None:
+            self.on_message_hook(self.call_t(now), msg)
         if msg.get("streamSid") != r.stream_sid:
             r.protocol_errors.append(f"{event}: streamSid {msg.get('streamSid')!r} is not ours (Twilio ignores it)")
             return
@@ -332,6 +336,7 @@ async def place_call(
     rest: FakeTwilioRest | None = None,
     public_base: str | None = None,
     webhook_params: dict[str, str] | None = None,
+    on_message: MessageListener | None = None,
 ) -> CallReport:
     """Place one call to the bot at ``base_url`` and play ``audio`` steps in order.
 
@@ -342,6 +347,8 @@ async def place_call(
     server closes the stream, ``<Connect action>`` is fetched and a ``<Dial>`` recorded
     as a transfer. ``public_base``: the server's public URL, for signatures (the server's
     ``public_url`` setting); TwiML URLs on that host are reached through ``base_url``.
+    ``on_message(t, message)``: each well-formed message from the server, when it arrives
+    (call time), e.g. to check how bot audio is paced.
     """
     report = CallReport(call_sid=call_sid or new_sid("CA"), account_sid=account_sid)
     steps = list(audio)
@@ -351,7 +358,7 @@ async def place_call(
               "FromCountry": "FR", "ToCountry": "FR", **(webhook_params or {})}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout + 10, connect=10)) as http:
         call = _Call(report, steps, pcms, http=http, base_url=base_url, token=token,
-                     public_base=public_base, params=params)
+                     public_base=public_base, params=params, on_message=on_message)
         unsubscribe = rest.subscribe(report.call_sid, call.on_rest) if rest else None
         try:
             if not await call.answer(ws_url):

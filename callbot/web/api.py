@@ -10,6 +10,7 @@ from datetime import datetime
 from aiohttp import web
 
 from callbot.runtime import Runtime
+from callbot.web.auth import audit, current_user
 
 RUNTIME = web.AppKey("runtime", Runtime)
 
@@ -78,6 +79,8 @@ async def tickets_csv(request: web.Request) -> web.Response:
         values = [t["fields"].get(k, "") for k in field_names]
         writer.writerow([t["id"], when, t["kind"], t.get("status", ""), t["call_id"], t.get("node", ""),
                          *[v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]])
+    await audit(rt.store.redis, "export", current_user(request).name, request.remote or "",
+                f"tickets.csv {len(tickets)} rows")
     return web.Response(body=("\ufeff" + out.getvalue()).encode("utf-8"),  # BOM: Excel opens it as UTF-8
                         content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": 'attachment; filename="tickets.csv"'})

@@ -38,7 +38,7 @@ async def test_street_light_report_by_voice_creates_a_ticket(bot):
     fields = tickets[0]["fields"]
     assert fields["lieu"] == slots["lieu"] and fields["description"] == slots["details"]
     assert tickets[0]["ticket_id"]
-    listed = {t["id"]: t for t in _get(bot.url + "/api/tickets")["tickets"]}
+    listed = {t["id"]: t for t in _get(bot, "/api/tickets")["tickets"]}
     assert listed[tickets[0]["ticket_id"]]["call_id"] == record["id"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import urllib.request
 
 import pytest
 
@@ -15,22 +14,21 @@ from tests.e2e.conftest import AUDIO
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")]
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
+def _get(bot, path: str) -> dict:
+    return bot.get_json(path)  # with the bot's API token
 
 
 async def _last_sip_call(bot, known: set[str]) -> dict:
     for _ in range(100):
-        for row in _get(bot.url + "/api/calls?limit=20")["calls"]:
+        for row in _get(bot, "/api/calls?limit=20")["calls"]:
             if row["channel"] == "sip" and row.get("status") == "ended" and row["id"] not in known:
-                return _get(f"{bot.url}/api/calls/{row['id']}")
+                return _get(bot, f"/api/calls/{row['id']}")
         await asyncio.sleep(0.1)
     raise AssertionError("no new ended SIP call in /api/calls")
 
 
 async def test_sip_speech_and_rfc4733_digit(bot, tmp_path):
-    known = {c["id"] for c in _get(bot.url + "/api/calls?limit=100")["calls"]}
+    known = {c["id"] for c in _get(bot, "/api/calls?limit=100")["calls"]}
     out = await C.scripted_call(f"127.0.0.1:{bot.sip_port}",
                                 [C.Step("wav", str(AUDIO / "horaires.wav")), C.Step("press", "1")],
                                 codec="PCMU", duration=32, workdir=tmp_path)

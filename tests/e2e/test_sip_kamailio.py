@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,17 +22,16 @@ pytestmark = [
 ]
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
+def _get(bot, path: str) -> dict:
+    return bot.get_json(path)  # with the bot's API token
 
 
 async def _ended_sip_calls(bot, n: int, known: set[str]) -> list[dict]:
     for _ in range(100):
-        rows = [r for r in _get(bot.url + "/api/calls?limit=50")["calls"]
+        rows = [r for r in _get(bot, "/api/calls?limit=50")["calls"]
                 if r["channel"] == "sip" and r.get("status") == "ended" and r["id"] not in known]
         if len(rows) >= n:
-            return [_get(f"{bot.url}/api/calls/{r['id']}") for r in rows]
+            return [_get(bot, f"/api/calls/{r['id']}") for r in rows]
         await asyncio.sleep(0.1)
     raise AssertionError(f"no ended SIP call on {bot.url}\n{bot.log()}")
 
@@ -50,7 +48,7 @@ async def test_two_serve_workers_behind_kamailio(redis_server, tmp_path):
                        port=C.free_port(), ping_interval=1).start()
         assert all(kam.wait_flags(f"sip:callbot@127.0.0.1:{b.sip_port}", "AP", 5) for b in bots), \
             kam.destinations()
-        known = {r["id"] for r in _get(bots[0].url + "/api/calls?limit=100")["calls"]}
+        known = {r["id"] for r in _get(bots[0], "/api/calls?limit=100")["calls"]}
         outs = await asyncio.gather(*[
             C.scripted_call(kam.target, [C.Step("wav", str(AUDIO / "horaires.wav"))], duration=16,
                             workdir=tmp_path / f"call{i}", proxy=True)

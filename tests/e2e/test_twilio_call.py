@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import aiohttp
 import pytest
@@ -16,17 +15,16 @@ from tests.e2e.conftest import ACCOUNT_SID, AUDIO, TOKEN
 pytestmark = pytest.mark.e2e
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
+def _get(bot, path: str) -> dict:
+    return bot.get_json(path)  # with the bot's API token
 
 
 async def _call_record(bot, call_sid: str) -> dict:
     """The call's record in the store, once its ``call_ended`` event is there."""
     for _ in range(100):
-        for row in _get(bot.url + "/api/calls?limit=50")["calls"]:
+        for row in _get(bot, "/api/calls?limit=50")["calls"]:
             if row.get("provider_call_id") == call_sid and row.get("status") == "ended":
-                return _get(f"{bot.url}/api/calls/{row['id']}")
+                return _get(bot, f"/api/calls/{row['id']}")
         await asyncio.sleep(0.1)
     raise AssertionError(f"no ended call {call_sid} in /api/calls\n{bot.log()}")
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from callbot.telephony.base import CallInfo
 from callbot.telephony.sip.auth import AuthResult, DigestAuth
-from callbot.telephony.sip.stack import BaresipEngine, EngineConfig, SipCall, SipEngine, TransferOutcome
+from callbot.telephony.sip.control import SipCallControl
+from callbot.telephony.sip.stack import BaresipEngine, EngineConfig, SipCall, SipEngine
 from callbot.telephony.sip.transport import SipTransport
 
 logger = logging.getLogger("callbot.sip")
@@ -34,115 +35,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_networks(values: Iterable[str]) -> list[Network]:
     return [ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip()]
-
-
-class SipCallControl:
-    """``CallControl`` for one SIP call: hang-up, blind transfer, bridged transfer."""
-
-    def __init__(self, server: SipServer, call: SipCall, transport: SipTransport) -> None:
-        self._server = server
-        self._call = call
-        self._transport = transport
-        self.last_transfer = None  # TransferOutcome of the last transfer()
-
-    async def hangup(self, reason: str) -> None:
-        """BYE after the queued audio has played (bounded); safe twice."""
-        self._transport.closing = True
-        deadline = time.monotonic() + 10
-        while (
-            not self._call.ended.is_set()
-            and self._call.tx_buffered() > 0
-            and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.02)
-        logger.info("SIP hangup %s (%s)", self._call.meta.sip_call_id, reason)
-        await self._call.hangup()
-
-    async def transfer(self, destination: str) -> bool:
-        """Blind transfer (REFER); True once the NOTIFY reports the new call answered.
-
-        ``destination``: a SIP URI, or a number/user completed with the caller's
-        domain by the stack. On success the call ends (the caller's side BYEs).
-        """
-        target = self._server.transfer_uri(destination)
-        logger.info("SIP REFER %s -> %s", self._call.meta.sip_call_id, target)
-        self._transport.closing = True
-        outcome = await self._call.transfer(target, timeout=self._server.transfer_timeout)
-        self.last_transfer = outcome
-        if not outcome.ok:
-            self._transport.closing = False
-            logger.warning("SIP transfer to %s failed: %s", target, outcome.reason)
-        return outcome.ok
-
-    async def bridge(self, destination: str, *, timeout: float = 30.0) -> bool:
-        """Bridged (attended-style) transfer: call ``destination`` and relay audio
-        between the two legs in Python until either side hangs up.
-
-        The pipeline must stop using the call's audio first (the flow ends its
-        pipeline with ``hangup_on_end`` False on the transport, then calls this).
-        Returns False when the destination did not answer (caller leg untouched).
-        """
-        target = self._server.transfer_uri(destination)
-        consult = await self._server.engine.dial(target)
-        if not await consult.wait_established(timeout):
-            await consult.hangup()
-            return False
-        self._transport.closing = True
-        await relay(self._call, consult)
-        return True
-
-    async def attended_transfer(self, destination: str, *, timeout: float = 30.0) -> bool:
-        """Consult ``destination``, then REFER the caller to it with Replaces (the
-        bot leaves the path). Needs a caller that supports Replaces; otherwise use
-        :meth:`bridge`.
-
-        Returns False (call still up, off hold) when the caller did not advertise
-        Replaces (checked before ringing the destination), the destination did not
-        answer, or the caller's NOTIFY reported a failure; ``last_transfer`` says why.
-        A destination that ignores Replaces gets the caller as a new call; the bot
-        then hangs up its consultation leg after ``replaces_grace`` seconds.
-        """
-        if self._call.supports_replaces() is False:
-            self.last_transfer = TransferOutcome(False, None, "caller does not support Replaces")
-            logger.warning("SIP attended transfer of %s: caller does not support Replaces",
-                           self._call.meta.sip_call_id)
-            return False
-        target = self._server.transfer_uri(destination)
-        consult = await self._server.engine.dial(target)
-        if not await consult.wait_established(timeout):
-            await consult.hangup()
-            self.last_transfer = TransferOutcome(False, None, "destination did not answer")
-            return False
-        self._transport.closing = True
-        outcome = await self._call.attended_transfer(consult, timeout=timeout)
-        self.last_transfer = outcome
-        if not outcome.ok:
-            await consult.hangup()
-            self._transport.closing = False
-            return False
-        # A Replaces-capable target ends the consultation leg itself (BYE); one that
-        # ignores Replaces (Debian's baresip 1.0) takes the transferee as a second call
-        # and would keep our leg open: hang it up.
-        try:
-            await asyncio.wait_for(consult.ended.wait(), self._server.replaces_grace)
-        except TimeoutError:
-            logger.info("SIP attended transfer: target kept the consultation leg; hanging it up")
-            await consult.hangup()
-        return True
-
-
-async def relay(a: SipCall, b: SipCall, frame_secs: float = 0.02) -> None:
-    """Copy PCM both ways until one leg ends, then hang up the other."""
-    a.flush_tx()
-    b.flush_tx()
-    while not (a.ended.is_set() or b.ended.is_set()):
-        for src, dst in ((a, b), (b, a)):
-            pcm = src.read_audio(3200)
-            if pcm and dst.tx_buffered() < 2400:
-                dst.write_audio(pcm)
-        await asyncio.sleep(frame_secs)
-    await a.hangup()
-    await b.hangup()
 
 
 @dataclass

@@ -108,6 +108,8 @@ class SipInputTransport(BaseInputTransport):
             await self.cancel_task(task)
 
     def _on_digit(self, digit: str) -> None:
+        if self._task is None:  # the pipeline has stopped: digits now belong to the call's control
+            return
         try:
             button = KeypadEntry(digit)
         except ValueError:
