@@ -34,6 +34,7 @@ from pipecat.workers.runner import WorkerRunner
 from callbot import events as ev
 from callbot.constants import PIPELINE_IN_RATE, PIPELINE_OUT_RATE
 from callbot.flows.endpointing import PAUSE_SECS
+from callbot.flows.text import fold
 from callbot.flows.processor import FlowProcessor
 from callbot.flows.types import CallContext, Turn
 from callbot.recorder import CallRecorder
@@ -169,12 +170,21 @@ async def _callbacks_from_tickets(rt: Runtime, recorder: CallRecorder) -> None:
             service = str(e.fields.get("service") or "agent")
             if service.startswith("{") or service not in rt.flows.current.spec.services:
                 service = "agent"
+            slot = _slot(str(e.fields.get("creneau", "")))
             try:
                 cb = await rt.switchboard.callbacks.add(service=service, number=str(e.fields["telephone"]),
-                                                        call_id=recorder.call_id, reason="flow",
+                                                        call_id=recorder.call_id, reason="flow", slot=slot,
                                                         summary=str(e.fields.get("motif", "")))
             except Exception as err:  # the ticket itself is stored: say so, do not lose the call
                 log.error("call %s: callback for ticket %s not queued: %s", recorder.call_id, e.ticket_id, err)
                 continue
             recorder.emit(ev.CallbackRequested(callback_id=cb.id, service=service, number=cb.number,
-                                               reason="flow"))
+                                               slot=slot, reason="flow"))
+
+
+def _slot(said: str) -> str:
+    """The caller's preferred time, in their words -> matin, apres_midi or indifferent."""
+    text = fold(said)
+    if "apres" in text or "soir" in text or "quatorze" in text or "seize" in text:
+        return "apres_midi"
+    return "matin" if "matin" in text or "avant midi" in text else "indifferent"

@@ -38,7 +38,9 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
                                              asyncio.to_thread(SharedWhisper, settings),
                                              asyncio.to_thread(select_voice, settings))
     prompts = PromptCache(voice, disk_dir=settings.cache_dir / "prompts")
-    texts = flows.current.static_prompts()
+    from callbot.switchboard.waiting import STATIC_PROMPTS
+
+    texts = [*flows.current.static_prompts(), *STATIC_PROMPTS]
     warm_s, _ = await asyncio.gather(asyncio.to_thread(asr.warm_up_sync), asyncio.to_thread(prompts.warm, texts))
     log.info("ready: flow %s (%s), %d prompts cached, voice %s:%s, Whisper warmed up in %.2f s", flows.current.name,
              flows.current.version, len(texts), voice.engine, voice.name, warm_s)

@@ -191,6 +191,10 @@ def _summary_update(e: ev._Event) -> dict[str, str]:
         return {"transfer_target": e.target}
     if isinstance(e, ev.Emergency):
         return {"emergency": e.number}
+    if isinstance(e, ev.Queued):
+        return {"service": e.service}
+    if isinstance(e, ev.AgentConnected):
+        return {"agent": e.agent}
     return {}
 
 

@@ -142,8 +142,10 @@ async def test_longest_idle_agent_is_chosen_and_never_twice(sb):
     await asyncio.sleep(0.01)
     await add_agent(sb, "bob")
     names = ["alice", "bob"]
-    first, second, third = await asyncio.gather(*(sb.presence.choose(names, f"c{i}") for i in range(3)))
-    assert {first, second} == {"alice", "bob"} and third is None
+    assert await sb.presence.choose(names, "c0") == "alice"  # idle the longest
+    await sb.presence.set("alice", "available")
+    chosen = await asyncio.gather(*(sb.presence.choose(names, f"c{i}") for i in range(3)))
+    assert sorted(c for c in chosen if c) == ["alice", "bob"] and chosen.count(None) == 1  # never twice
     assert (await sb.presence.get("alice")).state == "ringing"
     await sb.presence.set("alice", "wrap_up")  # wrap-up 0 s: available at once
     assert (await sb.presence.get("alice")).state == "available"
@@ -292,3 +294,10 @@ def test_call_context_for_the_agent():
         ("caller", "[touches 3]")]
     urgent = call_context(CallInfo("c2", "sip"), [ev.Emergency(number="18", text="au feu")], "agent", "", {"urgence": 10})
     assert urgent.priority == 10 and urgent.summary.startswith("URGENCE")
+
+
+def test_preferred_callback_time_in_the_callers_words():
+    from callbot.call import _slot
+
+    assert [_slot(t) for t in ("plutôt l'après-midi", "le matin", "avant midi", "peu importe", "le soir")] == \
+        ["apres_midi", "matin", "matin", "indifferent", "apres_midi"]

@@ -23,7 +23,7 @@ from callbot.recorder import CallRecorder
 from callbot.switchboard.queue import Turn as Line
 from callbot.switchboard.queue import WaitingCall
 from callbot.switchboard.service import Switchboard
-from callbot.switchboard.waiting import Outcome, Waiting
+from callbot.switchboard.waiting import SAY, Outcome, Waiting
 from callbot.telephony.base import CallControl, CallInfo
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ async def resume(sb: Switchboard, control: CallControl, info: CallInfo, recorder
         await sb.presence.release(agent, call.call_id, "away")
     call.state, call.agent, call.worker = "waiting", "", WORKER
     waiting = Waiting(sb, control, recorder, call)
-    await waiting.say("Le conseiller n'a pas pu être joint. Vous gardez votre place, je cherche quelqu'un d'autre.")
+    await waiting.say(SAY["agent_unreachable"])
     return await _finish(control, await waiting.run(resumed=True))
 
 

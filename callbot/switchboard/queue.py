@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from callbot.switchboard.presence import LIVE, P
 
+ALIVE_S = 90  # a waiting call's context outlives its worker by this much (the loop refreshes it)
 PRIORITY_WEIGHT = 1e11  # seconds: a higher priority always ranks before any arrival time
 
 
@@ -73,7 +74,7 @@ class CallQueue:
     async def enter(self, call: WaitingCall) -> int:
         """Add (or re-add) the call; returns its 1-based position."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.wkey(call.call_id), call.model_dump_json(), ex=6 * 3600)
+        pipe.set(self.wkey(call.call_id), call.model_dump_json(), ex=ALIVE_S)
         pipe.zadd(self.qkey(call.service), {call.call_id: call.score()})
         pipe.sadd(f"{P}services", call.service)
         pipe.zrank(self.qkey(call.service), call.call_id)
@@ -86,13 +87,17 @@ class CallQueue:
         pipe.zrem(self.qkey(call.service), call.call_id)
         pipe.delete(self.wkey(call.call_id), f"{P}answer:{call.call_id}")
         await pipe.execute()
-        if call.agent:
+        if call.state == "offered":
             await self.withdraw(call)
         await self._changed(call.service)
 
     async def update(self, call: WaitingCall) -> None:
-        await self.redis.set(self.wkey(call.call_id), call.model_dump_json(), ex=6 * 3600)
+        await self.redis.set(self.wkey(call.call_id), call.model_dump_json(), ex=ALIVE_S)
         await self._changed(call.service)
+
+    async def touch(self, call: WaitingCall) -> None:
+        """The call's worker is alive: keep its context (a dead worker's callers leave the queue by themselves)."""
+        await self.redis.expire(self.wkey(call.call_id), ALIVE_S)
 
     async def position(self, call: WaitingCall) -> int:
         rank = await self.redis.zrank(self.qkey(call.service), call.call_id)
@@ -133,7 +138,7 @@ class CallQueue:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(f"{P}answer:{call.call_id}")
         pipe.set(f"{P}offer:{agent}", call.call_id, ex=max(1, int(ring_s) + 5))
-        pipe.set(self.wkey(call.call_id), call.model_dump_json(), ex=6 * 3600)
+        pipe.set(self.wkey(call.call_id), call.model_dump_json(), ex=ALIVE_S)
         await pipe.execute()
         await self.redis.publish(LIVE, json.dumps({"kind": "offer", "agent": agent, "call_id": call.call_id,
                                                    "service": call.service}))

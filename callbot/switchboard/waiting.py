@@ -33,8 +33,16 @@ log = logging.getLogger(__name__)
 Result = Literal["agent", "handed_off", "callback", "abandoned", "ended"]
 SLOTS = {"1": ("matin", "dans la matinée"), "2": ("apres_midi", "dans l'après-midi"),
          "3": ("indifferent", "dès que possible")}
+SAY = {  # fixed prompts: synthesised once at start-up (``STATIC_PROMPTS``)
+    "connecting": "Je vous passe un conseiller.",
+    "agent_unreachable": "Le conseiller n'a pas pu être joint. Vous gardez votre place, je cherche quelqu'un d'autre.",
+    "type_number": "Tapez votre numéro de téléphone, puis la touche dièse.",
+    "slot": "Pour un rappel le matin, tapez 1. L'après-midi, tapez 2. Peu importe, tapez 3.",
+    "no_number": "Je n'ai pas pu noter de numéro. Vous pouvez rappeler la mairie aux heures d'ouverture. Au revoir.",
+}
+STATIC_PROMPTS = tuple(SAY.values())
 MUSIC_SLICE_S = 2.0  # how often the loop looks for a free agent between music slices
-OFFER_SLICE_S = 0.5  # music slices while an offer rings: the reaction time to "accept"
+OFFER_SLICE_S = 2.0  # music slices while an offer rings (an answer interrupts them)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class Waiting:
     async def ask_number(self) -> str:
         """Ten digits typed on the keypad, ``#`` to finish early; '' when nothing usable came."""
         self._drain_digits()
-        await self.say("Tapez votre numéro de téléphone, puis la touche dièse.")
+        await self.say(SAY["type_number"])
         digits = ""
         while len(digits) < 10 and not self.line.caller_gone.is_set():
             try:
@@ -128,6 +136,7 @@ class Waiting:
                 self.rec.emit(ev.QueueLeft(service=call.service, wait_s=self.waited(), cause="max_wait"))
                 await sb.queue.leave(call)
                 return await self.callback("max_wait")
+            await sb.queue.touch(call)
             names = await sb.agent_names(call.service)
             states = await sb.presence.all(names)
             if not any(p.state != "offline" for p in states):
@@ -169,8 +178,12 @@ class Waiting:
         answer_task = asyncio.create_task(
             sb.queue.wait_answer(call.call_id, rules.ring_s, self.line.caller_gone))
         try:
-            while not answer_task.done():
-                await self.music(OFFER_SLICE_S)
+            while not answer_task.done():  # music until the agent answers; their answer cuts it at once
+                music = asyncio.create_task(self.music(OFFER_SLICE_S))
+                await asyncio.wait({answer_task, music}, return_when=asyncio.FIRST_COMPLETED)
+                if not music.done():
+                    music.cancel()
+                await asyncio.gather(music, return_exceptions=True)
             answer = answer_task.result()
         finally:
             answer_task.cancel()
@@ -189,9 +202,9 @@ class Waiting:
         self.rec.emit(ev.AgentAnswered(agent=agent, service=call.service, wait_s=self.waited(), ring_s=ring_s))
         await sb.presence.set(agent, "on_call", call_id=call.call_id)
         call.state, call.agent = "connecting", agent
-        await sb.queue.update(call)
+        await sb.queue.leave(call)  # no longer waiting: the others move up
         user = await sb.accounts.get(agent)
-        await self.say("Je vous passe un conseiller.")
+        await self.say(SAY["connecting"])
         leg = await self.line.connect_agent(user.phone if user else "", ring_timeout=rules.ring_s,
                                             call_id=call.call_id)
         if leg.outcome == "ended":
@@ -211,8 +224,8 @@ class Waiting:
                     user.phone if user else "?", leg.outcome, leg.detail)
         await sb.presence.release(agent, call.call_id, "away")
         call.state, call.agent = "waiting", ""
-        await sb.queue.update(call)
-        await self.say("Le conseiller n'a pas pu être joint. Vous gardez votre place, je cherche quelqu'un d'autre.")
+        await sb.queue.enter(call)  # back at its place: its arrival time is kept
+        await self.say(SAY["agent_unreachable"])
         return None
 
     # ---- callback request by keypad
@@ -247,10 +260,9 @@ class Waiting:
         if line.caller_gone.is_set():
             return Outcome("abandoned", f"hung up while leaving a callback request ({reason})")
         if not number:
-            await self.say("Je n'ai pas pu noter de numéro. Vous pouvez rappeler la mairie aux heures d'ouverture. "
-                           "Au revoir.")
+            await self.say(SAY["no_number"])
             return Outcome("ended", f"no callback number ({reason})")
-        d = await self.ask_digit("Pour un rappel le matin, tapez 1. L'après-midi, tapez 2. Peu importe, tapez 3.")
+        d = await self.ask_digit(SAY["slot"])
         slot, spoken = SLOTS.get(d or "3", SLOTS["3"])
         cb = await self.sb.callbacks.add(service=call.service, number=number, call_id=call.call_id, slot=slot,
                                          reason=reason, summary=call.summary)

@@ -1,4 +1,8 @@
-"""JSON API: health, recent calls, one call with its events, tickets."""
+"""JSON API: health, recent calls, one call with its events, tickets.
+
+Agents see the calls and tickets of their services only (a call belongs to the service whose
+queue it entered, or to which the flow transferred it); ops see everything and export.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from datetime import datetime
 from aiohttp import web
 
 from callbot.runtime import Runtime
-from callbot.web.auth import audit, current_user
+from callbot.web.auth import audit, current_user, require_role, visible_services
 
 RUNTIME = web.AppKey("runtime", Runtime)
 
@@ -48,13 +52,35 @@ async def list_calls(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     limit = _int(request, "limit", 50, 1, 1000)
     offset = _int(request, "offset", 0, 0, 1_000_000)
-    return web.json_response({"calls": await rt.store.list_calls(limit, offset)})
+    visible = visible_services(request)
+    if visible is None:
+        return web.json_response({"calls": await rt.store.list_calls(limit, offset)})
+    calls, skipped, start = [], 0, 0
+    while len(calls) < limit and start < SCAN_MAX:  # the newest calls of the agent's services
+        page = await rt.store.list_calls(500, start)
+        if not page:
+            break
+        start += 500
+        for row in page:
+            if _call_visible(row, visible):
+                if skipped < offset:
+                    skipped += 1
+                elif len(calls) < limit:
+                    calls.append(row)
+    return web.json_response({"calls": calls})
+
+
+SCAN_MAX = 20_000
+
+
+def _call_visible(row: dict, visible: set[str] | None) -> bool:
+    return visible is None or bool({row.get("service"), row.get("transfer_target")} & visible)
 
 
 async def get_call(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     call = await rt.store.get_call(request.match_info["call_id"])
-    if call is None:
+    if call is None or not _call_visible(call, visible_services(request)):
         raise web.HTTPNotFound(text="no such call\n")
     return web.json_response(call)
 
@@ -63,11 +89,19 @@ async def list_tickets(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     limit = _int(request, "limit", 100, 1, 1000)
     offset = _int(request, "offset", 0, 0, 1_000_000)
-    return web.json_response({"tickets": await rt.store.list_tickets(limit, offset)})
+    visible = visible_services(request)
+    if visible is None:
+        return web.json_response({"tickets": await rt.store.list_tickets(limit, offset)})
+    from callbot.web.console_api import service_labels, ticket_service  # (console_api imports this module)
+
+    labels = service_labels(request)
+    mine = [t for t in await rt.store.list_tickets(SCAN_MAX // 4, 0) if ticket_service(t, labels) in visible]
+    return web.json_response({"tickets": mine[offset: offset + limit]})
 
 
 async def tickets_csv(request: web.Request) -> web.Response:
     """Tickets as CSV for the town's services (one row per report, fields flattened)."""
+    require_role(request, "ops")
     rt = request.app[RUNTIME]
     tickets = await rt.store.list_tickets(_int(request, "limit", 1000, 1, 100_000), 0)
     field_names = sorted({k for t in tickets for k in t.get("fields", {})})

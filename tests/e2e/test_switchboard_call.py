@@ -132,3 +132,80 @@ async def test_agent_takes_a_transferred_sip_call_in_the_browser(open_bot, redis
     pcm, rate = C.read_wav(heard_by_caller)
     assert tone_at(pcm, 600, rate), "the caller did not hear the agent"
 
+
+
+async def test_twilio_call_waits_then_is_dialled_to_the_agent(open_bot, redis_server):
+    """Twilio path: the caller asks for a person, the agent accepts through the console API, the bot sends
+    Twilio a ``<Dial>`` to the agent's phone (recorded by the fake REST API), and Twilio's dial result
+    closes the call with its only ``call_ended``."""
+    import aiohttp
+    from twilio.request_validator import RequestValidator
+
+    from callbot.testing.fake_twilio_rest import FakeTwilioRest
+    from callbot.testing.steps import Say, Wait, WaitForBot
+    from callbot.testing.twilio_caller import place_call
+    from callbot.testing.twiml import new_sid
+    from tests.e2e.conftest import ACCOUNT_SID, AUDIO, TOKEN
+
+    bot = open_bot
+    redis = aioredis.from_url(redis_server.url, decode_responses=True)
+    accounts = Accounts(redis)
+    await accounts.add("bob", "agent", PW, services=["agent"], phone="+33611111111", replace=True)
+    for other in await accounts.list():
+        if other.name != "bob":
+            await redis.hset(f"callbot:sb:agent:{other.name}", mapping={"state": "offline"})
+    token = await accounts.new_token("bob")
+    auth = {"Authorization": f"Bearer {token}"}
+    call_sid = new_sid("CA")
+    try:
+        async with aiohttp.ClientSession(headers=auth) as http, \
+                FakeTwilioRest(ACCOUNT_SID, TOKEN, port=bot.rest_port) as rest:
+            async with http.post(bot.url + "/api/console/presence", json={"state": "available"}) as r:
+                assert r.status == 200, await r.text()
+            caller = asyncio.create_task(place_call(
+                bot.url, audio=[WaitForBot(), Say(AUDIO / "agent.wav"), Wait(60)], token=TOKEN,
+                account_sid=ACCOUNT_SID, rest=rest, call_sid=call_sid, timeout=90))
+            offer = None
+            for _ in range(600):
+                async with http.get(bot.url + "/api/console/state") as r:
+                    offer = (await r.json())["offer"]
+                if offer or caller.done():
+                    break
+                await asyncio.sleep(0.1)
+            assert offer, bot.log()
+            async with http.get(bot.url + "/api/queue") as r:
+                assert [c["call_id"] for c in (await r.json())["calls"]] == [offer["call_id"]]
+            async with http.post(bot.url + f"/api/console/offers/{offer['call_id']}/accept") as r:
+                assert r.status == 200, await r.text()
+            report = await asyncio.wait_for(caller, 60)
+            twiml = rest.last_twiml(call_sid)
+            assert twiml and "<Number>+33611111111</Number>" in twiml, (twiml, report.timeline())
+            assert 'answerOnBridge="true"' in twiml and f"/twilio/dial-result?call={offer['call_id']}" in twiml
+            assert not rest.hung_up(call_sid).is_set()  # the bot did not hang up the transferred caller
+            url = f"{bot.url}/twilio/dial-result?call={offer['call_id']}"
+            form = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "DialCallStatus": "completed",
+                    "DialCallDuration": "42"}
+            sig = RequestValidator(TOKEN).compute_signature(url, form)
+            async with http.post(url, data=form, headers={"X-Twilio-Signature": sig}) as r:
+                assert r.status == 200 and "<Hangup" in await r.text()
+    finally:
+        await redis.aclose()
+    record = None
+    for _ in range(100):
+        record = bot.get_json(f"/api/calls/{offer['call_id']}")
+        if record.get("status") == "ended":
+            break
+        await asyncio.sleep(0.1)
+    types = [e["type"] for e in record["events"]]
+    assert types.count("call_ended") == 1 and record["end_reason"] == "transferred", types
+    for kind in ("queued", "agent_offered", "agent_answered", "agent_connected"):
+        assert kind in types, (kind, types)
+    assert (await _state(redis_server.url, "bob")) == "wrap_up"
+
+
+async def _state(url: str, name: str) -> str:
+    redis = aioredis.from_url(url, decode_responses=True)
+    try:
+        return await redis.hget(f"callbot:sb:agent:{name}", "state")
+    finally:
+        await redis.aclose()
