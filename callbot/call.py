@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
@@ -75,15 +74,15 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
     admission, speech = None, False
     try:
         session = flow.new_session(CallContext(caller=info.caller, called=info.called, channel=info.channel,
-                                               now=datetime.now().astimezone()))
+                                               now=rt.clock()))
         admission = rt.asr.admission
         now = time.monotonic()
         refusal = admission.refusal(now)
         speech = admission.admit_call(now)
         if not speech:
             log.warning("call %s: %s: keypad mode", info.call_id, refusal)
-            recorder.emit(ev.ErrorEvent(code="asr_busy", message=f"over speech capacity ({refusal}): keypad menu",
-                                        stage="asr"))
+            recorder.emit(ev.Overload(what="asr_capacity", detail=str(refusal)))
+            recorder.emit(ev.KeypadFallback(reason="asr_capacity", detail=str(refusal)))
         vad = SharedSileroVAD(sample_rate=PIPELINE_IN_RATE,
                               params=VADParams(stop_secs=min(PAUSE_SECS, rt.settings.end_of_turn_secs)))
         vad.enabled = speech
@@ -117,7 +116,9 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         final = flow_proc.final_turn
         await _callbacks_from_tickets(rt, recorder)
         if final is None:
-            reason = "caller_hangup"
+            lost = str(getattr(control, "end_reason", "") or "").lower()
+            reason = "timeout" if "timeout" in lost or "timed out" in lost else "caller_hangup"
+            detail = lost
         elif final.transfer is not None:
             reason, detail = await hand_over(rt.switchboard, control, info, recorder, flow, final)
         else:
@@ -137,6 +138,17 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         rt.active_calls.pop(info.call_id, None)
         if detail != HANDED_OFF:
             recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
+
+
+def record_rejected(rt: Runtime, info: CallInfo, status: int, why: str) -> None:
+    """A call refused at admission still reached the bot: it is offered, not answered, and ends ``rejected``."""
+    recorder = CallRecorder(rt.store, info.call_id)
+    recorder.emit(ev.CallStarted(channel=info.channel, caller=info.caller, called=info.called,
+                                 provider_call_id=info.provider_call_id, flow=rt.flows.current.name,
+                                 flow_version=rt.flows.current.version))
+    if status in (486, 503):
+        recorder.emit(ev.Overload(what="sip_busy", detail=why))
+    recorder.emit(ev.CallEnded(reason="rejected", detail=f"{status} {why}"))
 
 
 async def resume_call(rt: Runtime, transport: BaseTransport, info: CallInfo, control: CallControl) -> None:

@@ -58,13 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="HTTP port (default: $CALLBOT_HTTP_PORT or 8080)")
     p.set_defaults(func=_serve)
 
+    from callbot.demo_cli import add_subcommands as add_demo_commands
     from callbot.flows.cli import add_subcommands as add_flow_commands
+    from callbot.privacy_cli import add_subcommands as add_privacy_commands
     from callbot.speech.cli import add_subcommands as add_speech_commands
     from callbot.switchboard.users_cli import add_subcommands as add_user_commands
 
     add_flow_commands(sub)
     add_speech_commands(sub)
     add_user_commands(sub)
+    add_privacy_commands(sub)
+    add_demo_commands(sub)
     flows = sub.choices.get("flows")
     if flows is not None:  # `flows reload` talks to the running server
         for action in flows._actions:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     call_log_max: int = Field(10_000, ge=10, description="calls kept in the recent-calls index")
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="after N days a call's numbers and transcripts are blanked (its tickets and "
+        "callbacks too) and its stream entries deleted; statistics are kept (callbot/privacy.py)")
 
     # --- speech
     asr_model: Path | None = Field(None, description="faster-whisper model folder; unset = bundled Whisper base")
@@ -112,6 +115,12 @@ class Settings(BaseSettings):
     queue_priorities: dict[str, int] = Field(
         default_factory=lambda: {"urgence": 10},
         description="intent or service -> priority (higher waits less); e.g. {urgence: 10, etat_civil: 1}")
+    # --- statistics (callbot/stats, docs/stats.md)
+    stats_short_abandon_secs: float = Field(
+        5.0, ge=0, le=60, description="hang-ups this soon after the start (or in the queue) are short abandons, "
+        "counted as offered but not as abandons")
+    stats_service_level_secs: float = Field(20.0, ge=1, le=600, description="service level: share of queued calls "
+                                            "an agent accepted within this many seconds (80 % in 20 s)")
     clock: str | None = Field(
         None, description="pretend it is this local time (ISO 8601) for opening hours: demos and tests only")
 

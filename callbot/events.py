@@ -233,6 +233,22 @@ class CallbackDone(_Event):
     note: str = ""
 
 
+class KeypadFallback(_Event):
+    """The call goes on with the keypad menu instead of speech (recogniser over capacity, or asked by the flow)."""
+
+    type: Literal["keypad_fallback"] = "keypad_fallback"
+    reason: Literal["asr_capacity", "asr_busy"] = "asr_capacity"
+    detail: str = ""
+
+
+class Overload(_Event):
+    """A capacity limit was hit: the call was refused (``sip_busy``) or degraded (``asr_*``)."""
+
+    type: Literal["overload"] = "overload"
+    what: Literal["sip_busy", "asr_capacity", "asr_busy"]
+    detail: str = ""
+
+
 CallEvent = Annotated[
     Union[
         CallStarted,
@@ -260,6 +276,8 @@ CallEvent = Annotated[
         Abandoned,
         CallbackRequested,
         CallbackDone,
+        KeypadFallback,
+        Overload,
     ],
     Field(discriminator="type"),
 ]

@@ -7,7 +7,9 @@ and passed to every call.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,5 +60,6 @@ class Runtime:
     voice: "Voice"
     prompts: "PromptCache"
     switchboard: "Switchboard | None" = None  # None: transfers are blind (bare pipeline tests)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())  # local time (settings.clock)
     active_calls: dict[str, "CallInfo"] = field(default_factory=dict)
     ready: bool = False

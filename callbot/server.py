@@ -13,16 +13,20 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from callbot.config import Settings
 from callbot.osthreads import name_thread
+from callbot.privacy import Retention
 from callbot.redis_server import RedisServer
 from callbot.runtime import FlowLibrary, Runtime
 from callbot.store import EventStore
+from callbot.stats.consumer import StatsConsumer
+from callbot.stats.rollup import Rollups
 from callbot.telephony import twilio
-from callbot.web import api, console
+from callbot.web import api, console, dashboard, stats_api
 from callbot.web.auth import accounts_on, redis_secret, setup_auth
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
 
     switchboard = build_switchboard(settings, store.redis, flows, prompts.get_or_render, PIPELINE_OUT_RATE)
     return Runtime(settings=settings, store=store, flows=flows, asr=asr, voice=voice, prompts=prompts,
-                   switchboard=switchboard)
+                   switchboard=switchboard, clock=switchboard.clock)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -73,7 +77,16 @@ def create_app(settings: Settings) -> web.Application:
         try:
             rt = await build_runtime(settings, store)
             app[api.RUNTIME] = rt
-            sip = await _start_sip(settings, on_call)
+            store.observers.append(app[stats_api.METRICS].observe)
+            rollups = app[stats_api.ROLLUPS] = Rollups(
+                store.redis, short_abandon_s=settings.stats_short_abandon_secs,
+                sl_threshold_s=settings.stats_service_level_secs, retention_days=settings.retention_days,
+                tz=ZoneInfo(rt.flows.current.settings.timezone))
+            consumer = StatsConsumer(store.redis, rollups)
+            retention = Retention(store.redis, settings.retention_days)
+            await consumer.start()
+            await retention.start()
+            sip = await _start_sip(settings, on_call, lambda info, status, why: _record_rejected(rt, info, status, why))
             webhook = None
             if settings.ticket_webhook_url:
                 from callbot.ticket_webhook import TicketWebhook
@@ -85,6 +98,8 @@ def create_app(settings: Settings) -> web.Application:
             try:
                 yield
             finally:
+                await consumer.stop()
+                await retention.stop()
                 if webhook is not None:
                     await webhook.stop()
                 if sip is not None:
@@ -98,6 +113,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(runtime_ctx)
     api.setup_routes(app)
     console.setup_routes(app)  # /console, its /api/console/*, /api/queue, /api/callbacks, /static/
+    dashboard.setup_routes(app)  # /dashboard, /dashboard/calls/{id}, /api/calls/search, /api/calls.csv, /api/stats.csv
+    stats_api.setup_routes(app)  # /api/stats, /api/live, /metrics
+
     async def on_resume(transport, info, control) -> None:
         from callbot.call import resume_call
 
@@ -116,13 +134,19 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _start_sip(settings: Settings, on_call):
+def _record_rejected(rt: Runtime, info, status: int, why: str) -> None:
+    from callbot.call import record_rejected
+
+    record_rejected(rt, info, status, why)
+
+
+async def _start_sip(settings: Settings, on_call, on_rejected=None):
     """The SIP listener, when enabled; a port already in use is reported, and HTTP keeps serving."""
     if not settings.sip_enabled:
         return None
     from callbot.telephony.sip.server import SipServer
 
-    sip = SipServer.from_settings(settings, on_call)
+    sip = SipServer.from_settings(settings, on_call, on_rejected=on_rejected)
     try:
         await sip.start()
     except Exception as e:

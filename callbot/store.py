@@ -21,6 +21,7 @@ import asyncio
 import collections
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -50,6 +51,7 @@ class EventStore:
         self._closing = False
         self.dropped = 0
         self.redis_ok = True
+        self.observers: list[Callable[[ev._Event], None]] = []  # e.g. Prometheus metrics; must not block
 
     # ---- writing
     async def start(self) -> None:
@@ -66,6 +68,11 @@ class EventStore:
         self._pending.append(event)
         self._idle.clear()
         self._wakeup.set()
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:  # an observer's bug must not lose the event
+                log.exception("event observer failed on %s", event.type)
 
     @property
     def pending(self) -> int:
@@ -157,6 +164,10 @@ class EventStore:
             pipe.hgetall(f"{P}call:{cid}")
         rows = await pipe.execute()
         return [_decode_summary(cid, row) for cid, row in zip(ids, rows) if row]
+
+    async def call_events(self, call_id: str) -> list[ev._Event]:
+        """A call's events as the typed models of ``callbot/events.py``."""
+        return [ev.from_json(r) for r in await self.redis.lrange(f"{P}call:{call_id}:events", 0, -1)]
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         key = f"{P}call:{call_id}"

@@ -52,6 +52,7 @@ class Flow:
         static = {f"town.{k}": v for k, v in spec.town.items()}
         static.update({f"hours.{k}": speak_hours(v) for k, v in spec.hours.items()})
         self.static_values = MappingProxyType(static)
+        self.opening = self._opening()
         self._recogniser = None
         self._emergency_detector = None
         self.goto_intents = frozenset(n for n, i in spec.intents.items() if i.goto)
@@ -87,6 +88,21 @@ class Flow:
         self.emergency.ensure_trained()
         return self
 
+    def _opening(self) -> tuple[str, ...]:
+        """The AI disclosure and the recording notice, rendered once: every call says them first, from
+        pre-rendered audio, so they may only use town and hours facts (nothing is known about the call yet)."""
+        out = []
+        for name in ("disclosure", "recording_notice"):
+            prompt = self.render(getattr(self.settings, name) or "")
+            if not prompt.static:
+                line = self._lines.get(("settings", name), 1)
+                raise FlowError(f"{self.path or 'flow'}:{line}: settings.{name} may only use {{town.*}} and "
+                                "{hours.*} values (it is said before anything is known about the call); "
+                                "fix or remove the other {...}")
+            if prompt.text:
+                out.append(prompt.text)
+        return tuple(out)
+
     def line(self, node: str) -> int:
         return self._lines.get(("nodes", node), 0)
 
@@ -117,7 +133,7 @@ class Flow:
         return " ".join("étoile" if c == "*" else number_words(int(c)) for c in key)
 
     def static_prompts(self) -> list[str]:
-        texts: list[str] = list(self.spec.messages.model_dump().values())
+        texts: list[str] = [*self.opening, *self.spec.messages.model_dump().values()]
         for node in self.spec.nodes.values():
             if isinstance(node, (GotoNode, ConditionNode)):
                 continue
@@ -185,7 +201,13 @@ class Session:
         return self.s.ended
 
     def start(self) -> Turn:
-        return self._goto(self.flow.settings.start, [], [])
+        return self._goto(self.flow.settings.start, self.opening(), [])
+
+    def opening(self) -> list[Prompt]:
+        """What every call hears first (``settings.disclosure``, ``settings.recording_notice``), static prompts.
+
+        Also for a call that starts on the keypad menu instead of ``start``: the caller must hear it too."""
+        return [Prompt(text, True) for text in self.flow.opening]
 
     def hear(self, text: str) -> Turn:
         from callbot.flows.dialog import on_hear

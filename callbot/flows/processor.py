@@ -89,6 +89,7 @@ class FlowProcessor(FrameProcessor):
         self._turn_trigger: str = "speech"
         self._turn_asr_ms: float | None = None
         self._turn_flow_ms: float | None = None
+        self._turn_routed_wall: float | None = None
         self._started_mono = 0.0
         self._answered = False
         self._on_turn_routed = on_turn_routed  # tells the recogniser a new turn starts
@@ -102,7 +103,7 @@ class FlowProcessor(FrameProcessor):
         if isinstance(frame, StartFrame):
             await self.push_frame(frame, direction)
             self._started_mono = time.monotonic()
-            await self._apply(keypad_turn(self.session) if self.keypad_only else self.session.start())
+            await self._apply(keypad_turn(self.session, first=True) if self.keypad_only else self.session.start())
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             if not self.keypad_only:
                 await self._on_user_started()
@@ -144,7 +145,8 @@ class FlowProcessor(FrameProcessor):
     async def _on_transcript(self, frame: TranscriptionFrame) -> None:
         text = (frame.text or "").strip()
         asr_ms = _asr_ms(frame)
-        self.recorder.emit(ev.Transcript(text=text, asr_ms=asr_ms, node=self.session.node))
+        self.recorder.emit(ev.Transcript(text=text, asr_ms=asr_ms, audio_s=_result_field(frame, "audio_s"),
+                                         node=self.session.node))
         if self.final_turn is not None or self.keypad_only:
             return
         if self._speech_during_bot and not self._listen.barge_in:
@@ -224,8 +226,8 @@ class FlowProcessor(FrameProcessor):
         self.keypad_only = True
         self._cancel_endpoint()
         self._pending_text, self._pending_asr_ms = [], 0.0
-        self.recorder.emit(ev.ErrorEvent(code="asr_busy", message="speech recognition over capacity: keypad menu",
-                                         stage="asr"))
+        self.recorder.emit(ev.Overload(what="asr_busy", detail="speech recognition over capacity during the call"))
+        self.recorder.emit(ev.KeypadFallback(reason="asr_busy", detail="speech recognition over capacity"))
         if self._bot_speaking:
             await self.broadcast_interruption()
             self._bot_speaking = False
@@ -269,9 +271,10 @@ class FlowProcessor(FrameProcessor):
             self._answered = True
             self.recorder.emit(ev.CallAnswered(greeting_latency_ms=(time.monotonic() - self._started_mono) * 1000))
         elif self._turn_end_wall is not None:
+            tts_ms = (now_wall - self._turn_routed_wall) * 1000 if self._turn_routed_wall else None
             self.recorder.emit(ev.TurnLatency(
                 voice_to_voice_ms=(now_wall - self._turn_end_wall) * 1000,
-                asr_ms=self._turn_asr_ms, flow_ms=self._turn_flow_ms, trigger=self._turn_trigger))
+                asr_ms=self._turn_asr_ms, flow_ms=self._turn_flow_ms, tts_ms=tts_ms, trigger=self._turn_trigger))
         self._turn_end_wall = None
 
     # ------------------------------------------------------------------ turns
@@ -284,6 +287,7 @@ class FlowProcessor(FrameProcessor):
             self.recorder.emit(ev.ErrorEvent(code="flow_engine_error", message=str(e), stage="flow"))
             turn = self.session.silence()
         self._turn_flow_ms = (time.perf_counter() - t0) * 1000
+        self._turn_routed_wall = time.time()  # from here to the first audio out: speech synthesis (tts_ms)
         await self._apply(turn)
 
     async def _apply(self, turn: Turn) -> None:
@@ -343,22 +347,28 @@ class FlowProcessor(FrameProcessor):
         await super().cleanup()
 
 
-def keypad_turn(session: FlowSession) -> Turn:
-    """The flow's keypad menu, introduced by its "use your keypad" message (all pre-rendered)."""
+def keypad_turn(session: FlowSession, *, first: bool = False) -> Turn:
+    """The flow's keypad menu, introduced by its "use your keypad" message (all pre-rendered);
+    ``first``: the call starts here, so the AI disclosure comes first, as in ``start()``."""
     flow = getattr(session, "flow", None)
     goto = getattr(session, "_goto", None)
     if flow is None or goto is None:  # another FlowSession implementation: its own start
         return session.start()
-    out: list = []
+    out: list = session.opening() if first else []
     session.say(out, flow.spec.messages.offer_menu)
     return goto(flow.settings.main_menu, out, [])
 
 
 def _asr_ms(frame: TranscriptionFrame) -> float | None:
     """The recogniser's decode time, when the STT service attached it to the frame."""
-    value = getattr(frame, "asr_ms", None)
+    return _result_field(frame, "asr_ms")
+
+
+def _result_field(frame: TranscriptionFrame, name: str) -> float | None:
+    """A number the STT service attached to the frame or its result (decode time, audio length)."""
+    value = getattr(frame, name, None)
     if value is None and isinstance(frame.result, dict):
-        value = frame.result.get("asr_ms")
+        value = frame.result.get(name)
     elif value is None:
-        value = getattr(frame.result, "asr_ms", None)
+        value = getattr(frame.result, name, None)
     return float(value) if value is not None else None

@@ -203,6 +203,13 @@ class Settings(_Model):
     asr_vocabulary: list[str] = Field(
         default_factory=list,
         description="words the speech recogniser should expect at open questions (services, places, rare words)")
+    disclosure: str | None = Field(
+        None, description="said first on every call, before the start node's prompt, so callers know a machine "
+        "answers (e.g. \"Je suis l'assistant automatique de la mairie.\"); empty = nothing; only {town.*} and "
+        "{hours.*} values")
+    recording_notice: str | None = Field(
+        None, description="said right after the disclosure when set (e.g. \"Cet appel peut être enregistré.\"); "
+        "only {town.*} and {hours.*} values")
 
 
 class FlowSpec(_Model):

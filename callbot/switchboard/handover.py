@@ -123,6 +123,8 @@ async def provider_dial_result(store: Any, sb: Switchboard | None, call_id: str,
     call = await sb.handoff(call_id) if sb is not None else None
     if call is not None and call.agent and sb is not None:
         await sb.presence.release(call.agent, call_id, "wrap_up")
+    if call is not None and call.agent and duration_s > 0:  # the talk time Twilio measured
+        recorder.emit(ev.AgentConnected(agent=call.agent, service=call.service, talk_s=duration_s, mode="provider"))
     started = await store.redis.hget(f"callbot:call:{call_id}", "started")
     total = time.time() - float(started) if started else duration_s
     recorder.emit(ev.CallEnded(reason="transferred", detail=f"talked with {call.agent if call else 'an agent'} "

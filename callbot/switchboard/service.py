@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -66,15 +67,19 @@ class Switchboard:
         return WaitingCall.model_validate_json(raw) if raw else None
 
 
-def settings_clock(iso: str | None) -> Callable[[], datetime]:
-    """The real local clock, or one that starts at ``iso`` and runs (``CALLBOT_CLOCK``, demos and tests)."""
+def settings_clock(iso: str | None, tz: tzinfo | None = None) -> Callable[[], datetime]:
+    """The town hall's clock (``tz``: the flow's zone), or one that starts at ``iso`` and runs
+    (``CALLBOT_CLOCK``, demos and tests)."""
+    def now() -> datetime:
+        return datetime.now(tz) if tz else local_now()
+
     if not iso:
-        return local_now
+        return now
     start = datetime.fromisoformat(iso)
     if start.tzinfo is None:
-        start = start.astimezone()
-    t0 = local_now()
-    return lambda: start + (local_now() - t0)
+        start = start.replace(tzinfo=tz) if tz else start.astimezone()
+    t0 = now()
+    return lambda: start + (now() - t0)
 
 
 def build_switchboard(settings: Any, redis: aioredis.Redis, flows: Any, render: Callable[[str], bytes],
@@ -82,5 +87,6 @@ def build_switchboard(settings: Any, redis: aioredis.Redis, flows: Any, render: 
     rules = QueueRules(announce_every_s=settings.queue_announce_secs, max_wait_s=settings.queue_max_wait_secs,
                        ring_s=settings.agent_ring_secs, callback_key=settings.queue_callback_key,
                        priorities=tuple(settings.queue_priorities.items()))
+    tz = ZoneInfo(flows.current.settings.timezone)
     return Switchboard(redis, rules, render, flows, wrapup_s=settings.agent_wrapup_secs,
-                       clock=settings_clock(settings.clock), rate=rate)
+                       clock=settings_clock(settings.clock, tz), rate=rate)

@@ -212,8 +212,7 @@ class Waiting:
             await sb.presence.release(agent, call.call_id, "wrap_up")
             return Outcome("agent", f"talked with {agent} for {leg.talk_s:.0f} s")
         if leg.outcome == "handed_off":
-            self.rec.emit(ev.AgentConnected(agent=agent, service=call.service, mode="provider"))
-            await sb.remember_handoff(call)
+            await sb.remember_handoff(call)  # the provider's dial result records the talk time and the end
             return Outcome("handed_off", f"connected to {agent} by the provider")
         if leg.outcome == "caller_gone":
             await sb.presence.release(agent, call.call_id, "available")

@@ -34,6 +34,11 @@ class SipCallControl:
         self._line_started = False
         call.on_digit(self._digits.put_nowait)
 
+    @property
+    def end_reason(self) -> str:
+        """Why the stack ended the call ("" while it is up): tells a media timeout from a hang-up."""
+        return self._call.end_reason if self._call.ended.is_set() else ""
+
     # ---- the line while the caller waits (the pipeline has stopped)
     @property
     def caller_gone(self) -> asyncio.Event:

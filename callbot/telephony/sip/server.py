@@ -29,6 +29,7 @@ from callbot.telephony.sip.transport import SipTransport
 logger = logging.getLogger("callbot.sip")
 
 OnCall = Callable[[SipTransport, CallInfo, "SipCallControl"], Awaitable[None]]
+OnRejected = Callable[[CallInfo, int, str], None]  # (call, SIP status, why): the call log records refusals
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -68,8 +69,10 @@ class SipServer:
         auth_password: str = "",
         auth_realm: str = "callbot",
         engine: SipEngine | None = None,
+        on_rejected: OnRejected | None = None,
     ) -> None:
         self.on_call = on_call
+        self.on_rejected = on_rejected
         self.host = host
         self.max_calls = max_calls
         self.allow = parse_networks(allow)
@@ -156,6 +159,13 @@ class SipServer:
             return False
         return any(ip in net for net in self.allow)
 
+    def _rejected(self, call: SipCall, source, status: int, why: str) -> None:
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(_info(call, source), status, why)
+            except Exception:  # the log must not break admission
+                logger.exception("SIP: recording the refusal of %s failed", call.meta.sip_call_id)
+
     async def _handle(self, call: SipCall, t0: float) -> None:
         self.stats.offered += 1
         meta = call.meta
@@ -164,6 +174,7 @@ class SipServer:
             self.stats.rejected_network += 1
             logger.warning("SIP call %s from %s not in allow-list: rejected", meta.sip_call_id, source)
             await call.reject(403)
+            self._rejected(call, source, 403, "source not allowed")
             return
         if self.auth is not None:
             result = self.auth.verify(meta.headers.get("Authorization"), "INVITE")
@@ -172,6 +183,7 @@ class SipServer:
                     self.stats.rejected_auth += 1
                     logger.warning("SIP call %s from %s: bad credentials", meta.sip_call_id, source)
                     await call.reject(403)
+                    self._rejected(call, source, 403, "bad credentials")
                 else:
                     self.stats.auth_challenges += 1
                     await call.reject(401, self.auth.challenge(stale=result is AuthResult.STALE))
@@ -181,6 +193,7 @@ class SipServer:
             logger.warning("SIP call %s refused: %d calls active (cap)", meta.sip_call_id, len(self._active))
             await call.reject(self.busy_status,
                               {"Retry-After": str(self.retry_after)} if self.busy_status == 503 else None)
+            self._rejected(call, source, self.busy_status, f"over capacity ({len(self._active)} calls)")
             return
         self._active.add(call)
         self.stats.active = len(self._active)
@@ -188,18 +201,7 @@ class SipServer:
             await call.answer()
             self.stats.accepted += 1
             self.stats.answer_ms.append((time.monotonic() - t0) * 1000)
-            info = CallInfo(
-                call_id=uuid.uuid4().hex,
-                channel="sip",
-                caller=meta.caller,
-                called=meta.called,
-                provider_call_id=meta.sip_call_id,
-                extra={
-                    "from": meta.from_uri,
-                    "to": meta.to_uri,
-                    "source": f"{source.transport}:{source.host}:{source.port}" if source else "",
-                },
-            )
+            info = _info(call, source)
             transport = SipTransport(call)
             control = SipCallControl(self, call, transport)
             logger.info("SIP call %s from %r (%s) answered", meta.sip_call_id, meta.caller, source)
@@ -220,3 +222,19 @@ class SipServer:
         finally:
             self._active.discard(call)
             self.stats.active = len(self._active)
+
+
+def _info(call: SipCall, source) -> CallInfo:
+    meta = call.meta
+    return CallInfo(
+        call_id=uuid.uuid4().hex,
+        channel="sip",
+        caller=meta.caller,
+        called=meta.called,
+        provider_call_id=meta.sip_call_id,
+        extra={
+            "from": meta.from_uri,
+            "to": meta.to_uri,
+            "source": f"{source.transport}:{source.host}:{source.port}" if source else "",
+        },
+    )

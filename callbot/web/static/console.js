@@ -96,6 +96,7 @@
 
       load: function () {
         var self = this;
+        if (this._leaving) return Promise.resolve();  // logging out: no more reads with a dying session
         return fetch("/api/console/state", { credentials: "same-origin", cache: "no-store" }).then(function (r) {
           if (r.status === 401) { self.toLogin(); throw new Error("not logged in"); }
           if (!r.ok) throw new Error("HTTP " + r.status);
@@ -209,6 +210,8 @@
 
       logout: function () {
         var self = this;
+        this._leaving = true;
+        if (this._timer) { clearTimeout(this._timer); this._timer = null; }
         if (this._source) this._source.close();
         this.post("/logout", {}).catch(function () {}).finally(function () { self.toLogin(); });
       },
