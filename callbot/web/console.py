@@ -43,14 +43,21 @@ PAGE_HEADERS = {
 }
 
 
-def _asset_version() -> str:
-    """Changes with console.js/css so browsers fetch the new ones after an upgrade."""
+COMMON_ASSETS = ("common.js", "common.css")  # shared by the console, the dashboard and the call page
+
+
+def asset_version(*names: str) -> str:
+    """Changes with the named static files (plus the shared ones) so browsers fetch the new ones after an upgrade."""
     h = hashlib.sha256()
-    for name in ("console.js", "console.css"):
+    for name in (*COMMON_ASSETS, *names):
         path = STATIC_DIR / name
         if path.exists():
             h.update(path.read_bytes())
     return h.hexdigest()[:10]
+
+
+def _asset_version() -> str:
+    return asset_version("console.js", "console.css")
 
 
 async def console_page(request: web.Request) -> web.Response:

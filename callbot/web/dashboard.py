@@ -16,7 +16,6 @@ Both pages are for the ``ops`` role: an agent gets a 403 page pointing to the co
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 from typing import Any
@@ -37,6 +36,7 @@ FORBIDDEN_HTML = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/common.css?v={v}">
 <link rel="stylesheet" href="/static/dashboard.css?v={v}">
 <title>Accès réservé — standard</title>
 </head>
@@ -55,13 +55,7 @@ Vous êtes connecté(e) en tant que <strong>{name}</strong> (agent).</p>
 
 
 def _asset_version() -> str:
-    """Changes with the dashboard's assets so browsers fetch the new ones after an upgrade."""
-    h = hashlib.sha256()
-    for name in ("dashboard.js", "dashboard.css", "call.js"):
-        path = STATIC_DIR / name
-        if path.exists():
-            h.update(path.read_bytes())
-    return h.hexdigest()[:10]
+    return console.asset_version("dashboard.js", "dashboard.css", "call.js")
 
 
 def _page(request: web.Request, filename: str) -> web.Response:

@@ -78,6 +78,7 @@ async def stats_payload(request: web.Request) -> dict[str, Any]:
     s = rt.settings
     return {
         "from": start.isoformat(), "to": end.isoformat(), "service": service,
+        "timezone": getattr(rollups.tz, "key", None),  # the buckets' days and hours: format dates in it
         "kpis": {name: k.model_dump(exclude={"name"}) for name, k in
                  compute_kpis(totals, sl_threshold_s=s.stats_service_level_secs,
                               short_abandon_s=s.stats_short_abandon_secs).items()},

@@ -7,24 +7,8 @@
   var TICKET_STATUS = { open: "À traiter", done: "Traité", closed: "Clos" };
   var CALLBACK_STATUS = { open: "À rappeler", done: "Rappel fait", no_answer: "Pas de réponse" };
 
-  function pad2(n) { return (n < 10 ? "0" : "") + n; }
-  function duration(seconds) {
-    if (seconds === null || seconds === undefined || isNaN(seconds)) return "—";
-    var s = Math.max(0, Math.round(seconds));
-    if (s < 60) return s + " s";
-    var m = Math.floor(s / 60);
-    if (m < 60) return m + " min " + pad2(s % 60);
-    return Math.floor(m / 60) + " h " + pad2(m % 60) + " min";
-  }
-  function capitalize(t) { t = String(t || ""); return t.charAt(0).toUpperCase() + t.slice(1); }
-  function humanKey(k) { return capitalize(String(k).replace(/_/g, " ")); }
-  function valueText(v) {
-    if (v === null || v === undefined || v === "") return "—";
-    if (typeof v === "object") return Array.isArray(v) ? v.join(", ") : JSON.stringify(v);
-    if (v === true) return "oui";
-    if (v === false) return "non";
-    return String(v);
-  }
+  var F = window.CallbotFormat;  // common.js
+  var duration = F.duration, capitalize = F.capitalize, humanKey = F.humanKey;
 
   function callPage() {
     return {
@@ -56,15 +40,11 @@
       },
       hasCall: function () { return !!this.call; },
       hasError: function () { return !!this.errorText; },
-      callerText: function () { return this.call.caller || "Numéro masqué"; },
+      callerText: function () { return F.caller(this.call.caller); },
       outcomeClass: function () { return "pill big outcome-" + this.call.outcome; },
-      startedText: function () {
-        return this.call.started ? new Date(this.call.started * 1000).toLocaleString("fr-FR", {
-          weekday: "long", day: "numeric", month: "long", year: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
-        }) : "—";
-      },
+      startedText: function () { return F.dateTime(this.call.started, "long"); },
       durationText: function () { return duration(this.call.duration_s); },
-      themeText: function () { return capitalize(this.call.intent_label || (this.call.intent ? humanKey(this.call.intent) : "—")); },
+      themeText: function () { return F.theme(this.call.intent_label, this.call.intent); },
       serviceText: function () { return capitalize(this.call.service_label || "—"); },
       agentText: function () { return this.call.agent_name || "—"; },
       waitText: function () { return this.call.queue_wait_s === null ? "—" : duration(this.call.queue_wait_s); },
@@ -100,11 +80,7 @@
       hasTickets: function () { return !!(this.call && this.call.tickets && this.call.tickets.length); },
       ticketKind: function (t) { return humanKey(t.kind || "—"); },
       ticketStatus: function (t) { return TICKET_STATUS[t.status] || humanKey(t.status || ""); },
-      ticketFields: function (t) {
-        var f = t.fields || {};
-        return Object.keys(f).filter(function (k) { return f[k] !== ""; })
-          .map(function (k) { return { key: k, label: humanKey(k), value: valueText(f[k]) }; });
-      },
+      ticketFields: function (t) { return F.fields(t.fields); },
       setTechnical: function (on) { this.technical = !!on; },
       timeline: function () {
         var all = this.technical;

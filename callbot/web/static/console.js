@@ -27,31 +27,11 @@
   };
   var POLL_MS = 30000; // filet de sécurité si un événement s'est perdu (offre expirée sans message…)
 
-  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+  var F = window.CallbotFormat;  // common.js
+  var capitalize = F.capitalize, humanKey = F.humanKey, valueText = F.valueText;
 
-  /* 7 -> "7 s", 125 -> "2 min 05", 3725 -> "1 h 02 min" */
-  function duration(seconds) {
-    var s = Math.max(0, Math.floor(seconds || 0));
-    if (s < 60) return s + " s";
-    var m = Math.floor(s / 60);
-    if (m < 60) return m + " min " + pad2(s % 60);
-    return Math.floor(m / 60) + " h " + pad2(m % 60) + " min";
-  }
-
-  function capitalize(text) {
-    text = String(text || "");
-    return text.charAt(0).toUpperCase() + text.slice(1);
-  }
-
-  function humanKey(key) { return capitalize(String(key).replace(/_/g, " ")); }
-
-  function valueText(v) {
-    if (v === null || v === undefined || v === "") return "—";
-    if (typeof v === "object") return Array.isArray(v) ? v.join(", ") : JSON.stringify(v);
-    if (v === true) return "oui";
-    if (v === false) return "non";
-    return String(v);
-  }
+  /* Le temps écoulé, en secondes entières : la seconde en cours ne compte qu'une fois finie. */
+  function duration(seconds) { return F.duration(Math.floor(seconds || 0)); }
 
   function switchboard() {
     return {
@@ -251,8 +231,8 @@
       roleLabel: function () { return this.me.role === "ops" ? "Supervision" : "Agent"; },
       hasOffer: function () { return !!this.offer; },
       noOffer: function () { return !this.offer; },
-      offerTheme: function () { return this.offer ? (capitalize(this.offer.intent_label) || humanKey(this.offer.intent || "—")) : ""; },
-      offerCaller: function () { return this.offer ? (this.offer.caller || "Numéro masqué") : ""; },
+      offerTheme: function () { return this.offer ? F.theme(this.offer.intent_label, this.offer.intent) : ""; },
+      offerCaller: function () { return this.offer ? F.caller(this.offer.caller) : ""; },
       offerService: function () { return this.offer ? capitalize(this.offer.service_label || this.offer.service) : ""; },
       offerSlots: function () {
         if (!this.offer || !this.offer.slots) return [];
@@ -278,7 +258,7 @@
       },
       queueEmpty: function () { return this.queue.length === 0; },
       queueCount: function () { return this.queue.length; },
-      callTheme: function (c) { return capitalize(c.intent_label) || humanKey(c.intent || "—"); },
+      callTheme: function (c) { return F.theme(c.intent_label, c.intent); },
       callState: function (c) {
         var label = CALL_STATE[c.state] || c.state;
         return c.agent && c.state !== "waiting" ? label + " à " + this.agentName(c.agent) : label;
@@ -296,15 +276,9 @@
         return cb.attempts ? cb.attempts + (cb.attempts > 1 ? " essais sans réponse" : " essai sans réponse") : "";
       },
       ticketsEmpty: function () { return this.tickets.length === 0; },
-      ticketDate: function (t) {
-        return new Date(t.ts * 1000).toLocaleString("fr-FR", { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" });
-      },
+      ticketDate: function (t) { return F.dateTime(t.ts, "short"); },
       ticketKind: function (t) { return humanKey(t.kind || "—"); },
-      ticketFields: function (t) {
-        var f = t.fields || {};
-        return Object.keys(f).filter(function (k) { return k !== "service" && f[k] !== ""; })
-          .map(function (k) { return { key: k, label: humanKey(k), value: valueText(f[k]) }; });
-      },
+      ticketFields: function (t) { return F.fields(t.fields, ["service"]); },
       ticketStatus: function (t) { return t.status === "open" ? "À traiter" : humanKey(t.status || ""); },
       flashClass: function () { return "flash " + this.flashKind; },
       hasFlash: function () { return !!this.flash; },
@@ -316,6 +290,4 @@
   document.addEventListener("alpine:init", function () {
     window.Alpine.data("switchboard", switchboard);
   });
-
-  window.callbotConsole = { duration: duration }; // pour les tests
 })();

@@ -35,24 +35,16 @@
   var WEEKDAYS = ["Lundi", "Mardi", "Mercredi", "Jeudi", "Vendredi", "Samedi", "Dimanche"];
   var charts = {};
 
-  // ---- formats (fr-FR)
-  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+  // ---- formats (fr-FR) : la base est dans common.js
+  var F = window.CallbotFormat;
+  var pad2 = F.pad2, num = F.num, pct = F.pct, capitalize = F.capitalize;
   function isoDay(d) { return d.getFullYear() + "-" + pad2(d.getMonth() + 1) + "-" + pad2(d.getDate()); }
   function addDays(d, n) { var x = new Date(d.getFullYear(), d.getMonth(), d.getDate()); x.setDate(x.getDate() + n); return x; }
   function parseDay(s) { var p = String(s).split("-"); return new Date(+p[0], +p[1] - 1, +p[2]); }
-  function num(v, digits) {
-    return Number(v).toLocaleString("fr-FR", { maximumFractionDigits: digits === undefined ? 1 : digits });
-  }
-  function pct(v) { return v === null || v === undefined ? "—" : num(v * 100, 1) + " %"; }
-  /* 7 -> "7 s", 1.87 -> "1,87 s", 125 -> "2 min 05", 3725 -> "1 h 02 min" */
+  /* Comme F.duration, avec les centièmes sous 10 s (latences) : 1.87 -> "1,87 s" */
   function duration(seconds) {
-    if (seconds === null || seconds === undefined || isNaN(seconds)) return "—";
     if (seconds < 10 && seconds % 1) return num(seconds, 2) + " s";
-    var s = Math.max(0, Math.round(seconds));
-    if (s < 60) return s + " s";
-    var m = Math.floor(s / 60);
-    if (m < 60) return m + " min " + pad2(s % 60);
-    return Math.floor(m / 60) + " h " + pad2(m % 60) + " min";
+    return F.duration(seconds);
   }
   function kpiValue(k) {
     if (!k || k.value === null || k.value === undefined) return "—";
@@ -71,11 +63,12 @@
     var top = k.unit === "seconds" ? duration(k.numerator) : num(k.numerator, 1);
     return top + " / " + num(k.denominator, 1);
   }
-  function dayLabel(d, withYear) {
-    return d.toLocaleDateString("fr-FR", withYear ? { weekday: "long", day: "numeric", month: "long", year: "numeric" }
-                                                  : { weekday: "short", day: "2-digit", month: "2-digit" });
+  function dayLabel(d, withYear, tz) {
+    var o = withYear ? { weekday: "long", day: "numeric", month: "long", year: "numeric" }
+                     : { weekday: "short", day: "2-digit", month: "2-digit" };
+    if (tz) o.timeZone = tz;  // the town hall's days (the stats buckets'), whatever the browser's zone
+    return d.toLocaleDateString("fr-FR", o);
   }
-  function capitalize(t) { t = String(t || ""); return t.charAt(0).toUpperCase() + t.slice(1); }
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
       if (r.status === 401) { toLogin(); throw new Error("not logged in"); }
@@ -110,14 +103,18 @@
     }
   }
 
-  function seriesLabels(points, step) {
+  function seriesLabels(points, step, tz) {
+    var zone = tz ? { timeZone: tz } : {};
+    var day = new Intl.DateTimeFormat("fr-FR", Object.assign({ day: "2-digit", month: "2-digit" }, zone));
+    var hour = new Intl.DateTimeFormat("fr-FR", Object.assign({ hour: "numeric", hourCycle: "h23" }, zone));
     var days = {};
-    points.forEach(function (p) { days[isoDay(new Date(p.t * 1000))] = true; });
+    points.forEach(function (p) { days[day.format(new Date(p.t * 1000))] = true; });
     var manyDays = Object.keys(days).length > 1;
     return points.map(function (p) {
       var d = new Date(p.t * 1000);
-      if (step === "day") return dayLabel(d, false);
-      return (manyDays ? d.toLocaleDateString("fr-FR", { weekday: "short" }) + " " : "") + d.getHours() + " h";
+      if (step === "day") return dayLabel(d, false, tz);
+      var h = parseInt(hour.format(d), 10) + " h";
+      return manyDays ? d.toLocaleDateString("fr-FR", Object.assign({ weekday: "short" }, zone)) + " " + h : h;
     });
   }
 
@@ -133,7 +130,7 @@
     upsert("chart-series", {
       type: "bar",
       data: {
-        labels: seriesLabels(points, step),
+        labels: seriesLabels(points, step, stats.timezone),
         datasets: [
           bars("Résolus par l'assistant", "resolved", COLORS.bot),
           bars("Mis en relation avec un agent", "agent", COLORS.agent),
@@ -430,13 +427,10 @@
         else if (d.truncated) text += " Recherche limitée aux appels les plus récents : précisez la période.";
         return text;
       },
-      dateTime: function (ts) {
-        return ts ? new Date(ts * 1000).toLocaleString("fr-FR", { weekday: "short", day: "2-digit", month: "2-digit",
-                                                                  hour: "2-digit", minute: "2-digit" }) : "—";
-      },
+      dateTime: function (ts) { return F.dateTime(ts, "medium"); },
       durationText: function (s) { return duration(s === null || s === undefined ? null : Math.round(s)); },
-      callerText: function (c) { return c.caller || "Numéro masqué"; },
-      themeText: function (c) { return capitalize(c.intent_label || (c.intent || "—").replace(/_/g, " ")); },
+      callerText: function (c) { return F.caller(c.caller); },
+      themeText: function (c) { return F.theme(c.intent_label, c.intent); },
       matchedText: function (c) { return c.matched && c.matched !== c.caller ? "« " + c.matched + " »" : ""; },
       outcomeClass: function (o) { return "pill outcome-" + o; },
 
