@@ -202,7 +202,7 @@ async def transfers(sb, server, recorders, outcomes, agent, caller, k: int, prom
                agent_heard_caller=sum(heard), caller_heard_agent=sum(heard_back), calls=k)
     print(fmt_stats("entry -> offer (Redis)", a_offer) + f"  [polled every {POLL_S * 1000:.0f} ms]")
     print(fmt_stats("accept -> agent phone", b_est) + "  [console accept -> agent's CALL_ESTABLISHED]")
-    print(fmt_stats("  accept -> worker", b_seen) + "  [0.2 s answer poll, checked between 0.5 s music slices]")
+    print(fmt_stats("  accept -> worker", b_seen) + "  [0.2 s answer poll; the answer cuts the music]")
     print(fmt_stats("  worker -> INVITE", b_ring) + f"  [the {prompt_s:.2f} s transfer prompt, then the dial]")
     print(f"  agent heard the caller (1 kHz) on {sum(heard)}/{len(heard)} calls; "
           f"caller heard the agent (600 Hz) on {sum(heard_back)}/{len(heard_back)}")

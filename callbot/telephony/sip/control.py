@@ -58,6 +58,14 @@ class SipCallControl:
             pcm, _ = audioop.ratecv(pcm, 2, 1, rate, call.sample_rate, None)
         ahead = call.sample_rate * 2 // 5  # 200 ms queued in the stack
         view = memoryview(pcm)
+        try:
+            return await self._write_paced(call, digits, view, ahead)
+        except asyncio.CancelledError:  # cut short (an agent answered): what is queued must not delay the next
+            call.flush_tx()
+            raise
+
+    @staticmethod
+    async def _write_paced(call: SipCall, digits: asyncio.Queue[str], view: memoryview, ahead: int) -> bool:
         while True:
             if call.ended.is_set():
                 return False
