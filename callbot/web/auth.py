@@ -236,6 +236,8 @@ LOGIN_HTML = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Connexion — standard de la mairie</title>
+<link rel="stylesheet" href="/static/common.css">
+<link rel="stylesheet" href="/static/login.css">
 </head>
 <body>
 <main>
