@@ -107,6 +107,7 @@ async def test_agent_takes_an_offered_call_without_reload(redis_url):
             await expect(page.get_by_test_id("offer-transcript")).to_contain_text("pour mon fils")
             await expect(card.locator("dd")).to_have_text(["Durand", "Lucas", "12/03/2015"])
             await expect(page.locator(".sb-state")).to_have_text("Sonnerie")
+            await expect(page.locator("body")).to_have_attribute("data-rings", "1")  # the console rings (WebAudio)
             await expect(card.locator(".offer-wait")).to_contain_text("2 min")
             await expect(page.locator(".queue tbody tr")).to_have_count(2)
             RESULTS.mkdir(exist_ok=True)

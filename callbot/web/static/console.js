@@ -28,6 +28,43 @@
   var POLL_MS = 30000; // filet de sécurité si un événement s'est perdu (offre expirée sans message…)
 
   var F = window.CallbotFormat;  // common.js
+
+  /* La sonnerie d'un appel proposé : deux tons (440/480 Hz, comme un téléphone), toutes les 3 s tant que
+   * l'offre est là. WebAudio, rien à télécharger ; les navigateurs ne laissent jouer du son qu'après un
+   * geste de l'agent : le premier clic sur la page l'autorise. */
+  var Ring = {
+    ctx: null, timer: null, count: 0,
+    unlock: function () {
+      var AC = window.AudioContext || window.webkitAudioContext;
+      if (!AC) return;
+      if (!this.ctx) this.ctx = new AC();
+      if (this.ctx.state === "suspended") this.ctx.resume();
+    },
+    burst: function () {
+      var ctx = this.ctx;
+      Ring.count += 1;
+      document.body.setAttribute("data-rings", String(Ring.count));
+      if (!ctx || ctx.state !== "running") return;
+      var t = ctx.currentTime, gain = ctx.createGain();
+      gain.gain.setValueAtTime(0, t);
+      gain.gain.linearRampToValueAtTime(0.15, t + 0.05);
+      gain.gain.setValueAtTime(0.15, t + 0.9);
+      gain.gain.linearRampToValueAtTime(0, t + 1.0);
+      gain.connect(ctx.destination);
+      [440, 480].forEach(function (f) {
+        var o = ctx.createOscillator();
+        o.frequency.value = f;
+        o.connect(gain);
+        o.start(t);
+        o.stop(t + 1.0);
+      });
+    },
+    set: function (on) {
+      if (on && !this.timer) { this.burst(); this.timer = setInterval(function () { Ring.burst(); }, 3000); }
+      if (!on && this.timer) { clearInterval(this.timer); this.timer = null; }
+    }
+  };
+  document.addEventListener("click", function () { Ring.unlock(); }, true);
   var capitalize = F.capitalize, humanKey = F.humanKey, valueText = F.valueText;
 
   /* Le temps écoulé, en secondes entières : la seconde en cours ne compte qu'une fois finie. */
@@ -93,6 +130,7 @@
           self.now = self.loadedAt;
           self.ready = true;
           document.title = st.offer ? "Appel entrant — " + (st.offer.caller || "numéro masqué") : "Console — standard";
+          Ring.set(!!st.offer);
         }).catch(function (e) {
           if (String(e.message).indexOf("not logged in") < 0) self.say("Connexion au serveur perdue, nouvel essai…", "error");
         });
@@ -191,6 +229,7 @@
       logout: function () {
         var self = this;
         this._leaving = true;
+        Ring.set(false);
         if (this._timer) { clearTimeout(this._timer); this._timer = null; }
         if (this._source) this._source.close();
         this.post("/logout", {}).catch(function () {}).finally(function () { self.toLogin(); });
