@@ -15,7 +15,8 @@ from datetime import datetime
 
 from callbot.config import Settings
 from callbot.errors import ConfigError
-from callbot.privacy import Report, anonymise_older_than, compact, forget_number
+from callbot.privacy import Report, anonymise_older_than, compact
+from callbot.privacy_forget import forget_number
 from callbot.switchboard.users_cli import server_redis
 
 FORGET_LABELS = (("calls", "appels supprimés"), ("calls_redacted", "autres appels où le numéro est effacé"),

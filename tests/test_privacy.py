@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 
 from callbot import events as ev
 from callbot.flows.text import fold, words_to_digits
-from callbot.privacy import ERASED, Retention, anonymise_older_than, forget_number
+from callbot.privacy import ERASED, Retention, anonymise_older_than
+from callbot.privacy_forget import forget_number
 from callbot.stats.facts import caller_key
 from callbot.store import EventStore
 from callbot.switchboard.callbacks import Callback
