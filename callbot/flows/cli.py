@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from callbot.config import PROJECT_ROOT
 from callbot.errors import FlowError
+from callbot.paths import default_flow
 
-DEFAULT_FLOW = PROJECT_ROOT / "flows" / "mairie.yaml"
+DEFAULT_FLOW = default_flow()  # flows/mairie.yaml of the checkout, or its copy in the installed package
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from callbot.config import PROJECT_ROOT
 from callbot.errors import FlowError
 from callbot.events import Emergency, IntentMatched, NodeEntered, NoInput, SurveyAnswered, TicketCreated
 from callbot.flows.loader import load_flow, parse_yaml
 from callbot.flows.text import fold
 from callbot.flows.types import CallContext, Turn
+from callbot.paths import PROJECT_ROOT, default_flow
 
-DEFAULT_FLOW = PROJECT_ROOT / "flows" / "mairie.yaml"
+DEFAULT_FLOW = default_flow()  # conversation tests (tests/flows, source tree only) may name another flow
 
 
 @dataclass

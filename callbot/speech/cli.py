@@ -30,7 +30,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_voices_list)
     p = vsub.add_parser("fetch", help="download a Piper voice (needs internet)")
     p.add_argument("name", help="e.g. fr_FR-siwis-medium (see `callbot voices list`)")
-    p.add_argument("--dest", type=Path, help="target folder (default: voices_dir)")
+    p.add_argument("--dest", type=Path,
+                   help="target folder (default: voices_dir, or cache_dir/voices when voices_dir is the installed "
+                        "package's own copy)")
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.set_defaults(func=cmd_voices_fetch)
 
@@ -54,13 +56,16 @@ def cmd_voices_list(args: argparse.Namespace) -> int:
 
 
 def cmd_voices_fetch(args: argparse.Namespace) -> int:
+    from callbot.paths import inside_package
     from callbot.speech.models import text_progress
     from callbot.speech.voices import fetch_voice
 
     settings = _settings(args)
     dest = args.dest or Path(settings.voices_dir)
+    if not args.dest and inside_package(dest):  # never write into site-packages (read-only in the Docker image)
+        dest = Path(settings.cache_dir) / "voices"  # also searched by `tts_voice: auto` (voice_dirs)
     try:
-        path = fetch_voice(args.name, dest, text_progress(), force=args.force)
+        path = fetch_voice(args.name, dest, text_progress(), settings=settings, force=args.force)
     except CallbotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,8 +9,10 @@
   robotic to every caller and nobody would know why.
 - ``piper:NAME_OR_PATH``, ``pico`` (or ``pico:fr-FR``), ``espeak`` (or ``espeak:fr``).
 
-``fetch_voice`` downloads a Piper voice listed in ``voices/voices.yaml``. It is
-only ever run by the operator (``callbot voices fetch``), never at call time.
+``fetch_voice`` downloads a Piper voice listed in the manifest: ``voices.yaml`` in
+``voices_dir`` if there is one, else the bundled ``voices/voices.yaml``
+(``manifest_path``). It is only ever run by the operator (``callbot voices
+fetch``), never at call time.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from typing import Any
 
 import yaml
 
-from callbot.config import PROJECT_ROOT
 from callbot.errors import ConfigError, ModelError
+from callbot.paths import bundled_voice_manifest
 from callbot.speech.engines import EspeakVoice, PicoVoice, PiperEngineVoice, Voice
 
 log = logging.getLogger(__name__)
 
-MANIFEST = PROJECT_ROOT / "voices" / "voices.yaml"
+MANIFEST = bundled_voice_manifest()  # the bundled manifest (checkout voices/, or its copy in the package)
 Progress = Callable[[str, float], None]
 
 __all__ = ["Voice", "VoiceInfo", "load_manifest", "find_piper_voices", "select_voice", "fetch_voice", "list_voices"]
@@ -59,8 +61,21 @@ class VoiceInfo:
         return f"{self.base_url.rstrip('/')}/{self.path}/{self.name}{ext}"
 
 
-def load_manifest(path: Path | None = None) -> list[VoiceInfo]:
-    path = path or MANIFEST
+def manifest_path(settings: Any = None) -> Path:
+    """``voices_dir/voices.yaml`` when the configured folder has one, else the bundled manifest.
+
+    A town's own ``voices_dir`` may hold only ``.onnx`` files: the bundled list still applies.
+    """
+    voices_dir = getattr(settings, "voices_dir", None)
+    if voices_dir is not None:
+        own = Path(voices_dir).expanduser() / "voices.yaml"
+        if own.is_file():
+            return own
+    return MANIFEST
+
+
+def load_manifest(path: Path | None = None, settings: Any = None) -> list[VoiceInfo]:
+    path = path or manifest_path(settings)
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -92,7 +107,7 @@ def _piper_language(onnx: Path) -> str:
 
 def find_piper_voices(settings: Any, language: str | None = "fr") -> list[Path]:
     """Installed Piper voices (``.onnx`` with its ``.onnx.json``), manifest order first."""
-    order = {v.name: i for i, v in enumerate(load_manifest())}
+    order = {v.name: i for i, v in enumerate(load_manifest(settings=settings))}
     found: dict[str, Path] = {}
     for d in voice_dirs(settings):
         if not d.is_dir():
@@ -188,7 +203,7 @@ def list_voices(settings: Any) -> list[dict[str, Any]]:
     """Manifest voices with install status, for ``callbot voices list``."""
     installed = {p.stem: p for p in find_piper_voices(settings, None)}
     rows = []
-    for v in load_manifest():
+    for v in load_manifest(settings=settings):
         path = installed.get(v.name) or _packaged_piper(v.name)
         rows.append({"name": v.name, "language": v.language, "gender": v.gender, "note": v.note,
                      "installed": str(path) if path and Path(path).is_file() else None})
@@ -204,6 +219,7 @@ def fetch_voice(
     progress: Progress | None = None,
     *,
     manifest: list[VoiceInfo] | None = None,
+    settings: Any = None,
     base_url: str | None = None,
     timeout: float = 60.0,
     force: bool = False,
@@ -214,7 +230,7 @@ def fetch_voice(
     only discoverable once both files are complete. Size and sha256 are checked
     when the manifest gives them (and size against Content-Length otherwise).
     """
-    info = next((v for v in (manifest or load_manifest()) if v.name == name), None)
+    info = next((v for v in (manifest or load_manifest(settings=settings)) if v.name == name), None)
     if info is None:
         raise ModelError(f"unknown voice '{name}' (see `callbot voices list`)", code="tts_voice_unknown")
     if base_url:
