@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
 
 from callbot import events as ev
+from callbot.logsafe import event_summary
 from callbot.store import EventStore
 
 log = logging.getLogger("callbot.call")
@@ -26,7 +28,8 @@ class CallRecorder:
         self.history.append(stamped)
         if self.store is not None:
             self.store.emit(stamped)
-        log.info("%s %s", self.call_id, stamped.model_dump_json(exclude={"call_id", "ts"}))
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s %s", self.call_id, json.dumps(event_summary(stamped, log), ensure_ascii=False, default=str))
         return stamped
 
     def emit_all(self, events: list[ev._Event]) -> None:

@@ -43,6 +43,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from callbot.constants import PIPELINE_IN_RATE
 from callbot.flows.endpointing import EARLY_SECS
+from callbot.logsafe import safe
 from callbot.speech.asr import AsrResult, SharedWhisper
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ SUPERSEDE_MAX_S = MAX_TURN_AUDIO_S / 2
 
 def _log_result(res: AsrResult, tags: str) -> None:
     """One INFO line per decode, used or not: ``bench-load`` reads them (``ASR_LINE``)."""
-    log.info("asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d)%s %s%r", res.audio_s, res.asr_ms, res.queue_ms,
-             res.beam, tags, f"[{res.rejected}] " if res.rejected else "", res.raw_text)
+    log.info("asr %.2fs audio: %.0f ms (+%.0f ms queued, beam %d)%s %s%s", res.audio_s, res.asr_ms, res.queue_ms,
+             res.beam, tags, f"[{res.rejected}] " if res.rejected else "", safe(res.raw_text, log))
 
 
 class _Segment(bytes):

@@ -38,6 +38,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from callbot.config import Settings
 from callbot.constants import OUTPUT_CHUNK_MS, PIPELINE_IN_RATE
+from callbot.logsafe import mask_number
 from callbot.telephony.base import CallControl, CallInfo
 from callbot.telephony.twilio_line import (  # noqa: F401 - re-exported, the module's public names
     END_MARK,
@@ -124,7 +125,7 @@ def _stream_response(base: str, form: dict[str, str], params: dict[str, str] | N
 
 async def voice_webhook(request: web.Request) -> web.Response:
     form = await _validated_form(request)
-    log.info("incoming Twilio call %s from %s", form.get("CallSid", "?"), form.get("From", "?"))
+    log.info("incoming Twilio call %s from %s", form.get("CallSid", "?"), mask_number(form.get("From", "?")))
     return _xml(_stream_response(_public_base(request, request.app[SETTINGS]), form))
 
 

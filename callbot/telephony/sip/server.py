@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from callbot.logsafe import mask_number
 from callbot.telephony.base import CallInfo
 from callbot.telephony.sip.auth import AuthResult, DigestAuth
 from callbot.telephony.sip.control import SipCallControl
@@ -204,7 +205,7 @@ class SipServer:
             info = _info(call, source)
             transport = SipTransport(call)
             control = SipCallControl(self, call, transport)
-            logger.info("SIP call %s from %r (%s) answered", meta.sip_call_id, meta.caller, source)
+            logger.info("SIP call %s from %s (%s) answered", meta.sip_call_id, mask_number(meta.caller), source)
             try:
                 await self.on_call(transport, info, control)
             except asyncio.CancelledError:
