@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     )
     sip_auth_user: str = Field("", description="if set, INVITEs must also carry digest credentials (401 challenge)")
     sip_auth_password: SecretStr | None = None
+    sip_invites_per_source: int = Field(
+        60, ge=0, description="INVITEs accepted per source address per 10 s; more get 503 (a flood from one "
+        "address does not stop the others). A trunk or PBX brings every call from one address: keep it above "
+        "its peak. 0 = no limit")
     sip_media_timeout: int = Field(10, ge=0, le=3600, description="seconds without RTP before hanging up; 0 = off")
     sip_rtp_port_min: int = Field(30000, ge=1024, le=65535)
     sip_rtp_port_max: int = Field(30999, ge=1024, le=65535)

@@ -90,3 +90,23 @@ async def test_after_stream_dials_a_transfer_or_hangs_up(redis_url):
     finally:
         await client.close()
         await redis.aclose()
+
+
+async def test_a_replayed_signed_request_is_refused(redis_url):
+    """A captured request keeps a valid signature forever: each one is served once, by any worker."""
+    settings = Settings(public_url="https://bot.mairie.example", twilio_auth_token="secret-token")
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    first, second = await _client(settings, redis), await _client(settings, redis)  # two workers, one Redis
+    try:
+        url = "https://bot.mairie.example/twilio/voice"
+        signature = RequestValidator("secret-token").compute_signature(url, FORM)
+        assert (await first.post("/twilio/voice", data=FORM, headers={"X-Twilio-Signature": signature})).status == 200
+        replay = await second.post("/twilio/voice", data=FORM, headers={"X-Twilio-Signature": signature})
+        assert replay.status == 403 and "replayed" in await replay.text()
+        other = dict(FORM, CallSid="CA456")  # the next real call differs: served
+        sig2 = RequestValidator("secret-token").compute_signature(url, other)
+        assert (await second.post("/twilio/voice", data=other, headers={"X-Twilio-Signature": sig2})).status == 200
+    finally:
+        await first.close()
+        await second.close()
+        await redis.aclose()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import audioop
 import base64
+import hashlib
 import inspect
 import json
 import logging
@@ -62,6 +63,7 @@ ON_RESUME = web.AppKey("twilio_on_resume", object)  # OnCall for a stream resume
 ON_DIAL_RESULT = web.AppKey("twilio_on_dial_result", object)  # OnDialResult, optional
 
 START_TIMEOUT_S = 10.0
+REPLAY_WINDOW_S = 24 * 3600
 DIAL_REACHED = frozenset({"completed", "answered"})
 
 
@@ -101,7 +103,23 @@ async def _validated_form(request: web.Request) -> dict[str, str]:
         if not signature or not RequestValidator(token).validate(url, form, signature):
             log.warning("rejected %s: bad or missing X-Twilio-Signature (validated against %s)", request.path, url)
             raise web.HTTPForbidden(text="invalid Twilio signature\n")
+        if not await _first_time(request.app, url, signature):
+            log.warning("rejected %s: a replay of a request already served (same URL, form and signature)",
+                        request.path)
+            raise web.HTTPForbidden(text="replayed Twilio request\n")
     return form
+
+
+async def _first_time(app: web.Application, url: str, signature: str) -> bool:
+    """Twilio's signature has no timestamp: a captured request stays valid forever. Each signed request is
+    served once (remembered in Redis by every worker for ``REPLAY_WINDOW_S``; Twilio's own webhooks
+    differ by CallSid, CallStatus, DialCallStatus…, so a legitimate one never repeats itself)."""
+    try:
+        redis = redis_of(app)
+    except RuntimeError:  # the bare routes without a runtime (unit tests of the TwiML)
+        return True
+    key = "callbot:twilio:seen:" + hashlib.sha256(f"{url}\n{signature}".encode()).hexdigest()
+    return bool(await redis.set(key, "1", nx=True, ex=REPLAY_WINDOW_S))
 
 
 def _xml(response: VoiceResponse) -> web.Response:

@@ -335,7 +335,8 @@ class SippResult:
 async def run_sipp(scenario: str | Path, target: str, *, keys: dict | None = None, calls: int = 1,
                    limit: int | None = None, rate: float | None = None, transport: str = "u1",
                    local_port: int | None = None, timeout: float = 30.0, service: str = "mairie",
-                   workdir: str | Path | None = None, extra: list[str] | None = None) -> SippResult:
+                   workdir: str | Path | None = None, extra: list[str] | None = None,
+                   local_ip: str = LOOPBACK) -> SippResult:
     """Run sipp once (``-m calls``), loopback only; returns its outcome and message log.
     ``target`` empty: sipp waits for calls on ``local_port`` (UAS scenarios)."""
     scenario = Path(scenario)
@@ -343,8 +344,8 @@ async def run_sipp(scenario: str | Path, target: str, *, keys: dict | None = Non
         scenario = SCENARIOS / scenario
     wd = Path(workdir or os.environ.get("TMPDIR", "/tmp")) / f"sipp-{os.getpid()}-{time.monotonic_ns()}"
     wd.mkdir(parents=True, exist_ok=True)
-    cmd = ["sipp", "-sf", str(scenario), *([target] if target else []), "-s", service, "-i", LOOPBACK,
-           "-mi", LOOPBACK,
+    cmd = ["sipp", "-sf", str(scenario), *([target] if target else []), "-s", service, "-i", local_ip,
+           "-mi", local_ip,
            "-p", str(local_port or free_port()), "-m", str(calls), "-t", transport, "-nostdin",
            "-timeout", str(int(timeout)), "-timeout_error", "-max_recv_loops", "1000",
            "-trace_msg", "-message_file", str(wd / "msgs.log"), "-trace_err", "-error_file", str(wd / "err.log"),

@@ -13,6 +13,7 @@ Usage (the web/CLI side owns the runtime)::
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import time
@@ -47,6 +48,7 @@ class SipStats:
     rejected_busy: int = 0  # busy_status (503): call cap reached
     auth_challenges: int = 0  # 401 sent (no or stale credentials)
     rejected_auth: int = 0  # 403: wrong credentials or replay
+    rejected_flood: int = 0  # 503: over the per-source INVITE rate
     active: int = 0
     answer_ms: list[float] = field(default_factory=list)
 
@@ -71,6 +73,8 @@ class SipServer:
         auth_realm: str = "callbot",
         engine: SipEngine | None = None,
         on_rejected: OnRejected | None = None,
+        invites_per_source: int = 0,
+        invite_window_s: float = 10.0,
     ) -> None:
         self.on_call = on_call
         self.on_rejected = on_rejected
@@ -94,6 +98,10 @@ class SipServer:
             )
         )
         self.stats = SipStats()
+        # a flood from one address must not crowd out the others: INVITEs per source IP and window
+        self.invites_per_source = invites_per_source  # 0 = no limit
+        self.invite_window_s = invite_window_s
+        self._recent: dict[str, collections.deque[float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._active: set[SipCall] = set()
 
@@ -111,6 +119,7 @@ class SipServer:
             media_timeout=settings.sip_media_timeout,
             rtp_ports=(settings.sip_rtp_port_min, settings.sip_rtp_port_max),
             auth_user=getattr(settings, "sip_auth_user", "") or "",
+            invites_per_source=getattr(settings, "sip_invites_per_source", 0),
             auth_password=password or "",
             **kw,
         )
@@ -160,6 +169,21 @@ class SipServer:
             return False
         return any(ip in net for net in self.allow)
 
+    def _within_rate(self, source, now: float) -> bool:
+        if not self.invites_per_source or source is None:
+            return True
+        key = str(source.ip() or source.host)
+        recent = self._recent.setdefault(key, collections.deque())
+        while recent and recent[0] <= now - self.invite_window_s:
+            recent.popleft()
+        if len(recent) >= self.invites_per_source:
+            return False
+        recent.append(now)
+        if len(self._recent) > 10_000:  # forget quiet sources
+            for k in [k for k, d in self._recent.items() if not d or d[-1] <= now - self.invite_window_s]:
+                del self._recent[k]
+        return True
+
     def _rejected(self, call: SipCall, source, status: int, why: str) -> None:
         if self.on_rejected is not None:
             try:
@@ -171,6 +195,13 @@ class SipServer:
         self.stats.offered += 1
         meta = call.meta
         source = await self.engine.source_of(meta.sip_call_id) if hasattr(self.engine, "source_of") else None
+        if not self._within_rate(source, t0):
+            self.stats.rejected_flood += 1
+            if self.stats.rejected_flood in (1, 10, 100) or self.stats.rejected_flood % 1000 == 0:
+                logger.warning("SIP INVITE flood from %s: %d refused so far (over %d per %.0f s)", source,
+                               self.stats.rejected_flood, self.invites_per_source, self.invite_window_s)
+            await call.reject(503, {"Retry-After": str(int(self.invite_window_s))})
+            return  # not a call: a flood must not fill the call log either
         if not self._allowed(call, source):
             self.stats.rejected_network += 1
             logger.warning("SIP call %s from %s not in allow-list: rejected", meta.sip_call_id, source)
