@@ -45,6 +45,8 @@ from callbot.switchboard.handover import HANDED_OFF, hand_over, resume
 from callbot.telephony.base import CallControl, CallInfo
 
 log = logging.getLogger(__name__)
+# how the SIP stack says the line was lost (no RTP for ``sip_media_timeout``), not hung up: end reason "timeout"
+LINE_LOST = ("rtp stream error", "timeout", "timed out")
 
 
 async def run_pipeline(pipeline: Pipeline, transport: BaseTransport) -> None:
@@ -117,7 +119,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         await _callbacks_from_tickets(rt, recorder)
         if final is None:
             lost = str(getattr(control, "end_reason", "") or "").lower()
-            reason = "timeout" if "timeout" in lost or "timed out" in lost else "caller_hangup"
+            reason = "timeout" if any(m in lost for m in LINE_LOST) else "caller_hangup"
             detail = lost
         elif final.transfer is not None:
             reason, detail = await hand_over(rt.switchboard, control, info, recorder, flow, final)

@@ -156,6 +156,10 @@ async def test_media_timeout_ends_call():
             assert time.monotonic() - t0 < 8
             await b.wait_calls_done()
             assert b.records[0].disconnected  # the pipeline was told the call is gone
+            print("stack end reason:", b.records[0].end_reason)
+            from callbot.call import LINE_LOST
+
+            assert any(m in b.records[0].end_reason.lower() for m in LINE_LOST)  # run_call: end reason "timeout"
         finally:
             sink.close()
 

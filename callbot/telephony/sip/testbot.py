@@ -52,6 +52,7 @@ class CallRecord:
     transfer_result: bool | None = None
     transfer_outcome: object = None  # TransferOutcome of a REFER (status, reason)
     transfer_secs: float = 0.0  # how long transfer()/bridge()/attended_transfer() took
+    end_reason: str = ""  # the stack's, when the call ended on its side (what run_call reads for "timeout")
 
 
 class ToneBot(FrameProcessor):
@@ -154,6 +155,7 @@ async def run_tone_bot(transport, info: CallInfo, control, record: CallRecord | 
             from callbot.telephony.sip.transport import SipTransport
 
             await run_pipeline(SipTransport(transport.call), ToneBot(record, greeting_secs=greeting_secs, echo=echo))
+    record.end_reason = getattr(control, "end_reason", "")
     if not record.transfer_result:
         await control.hangup("bot done")
     record.ended_at = time.monotonic()
