@@ -34,9 +34,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _flows_reload(args: argparse.Namespace) -> int:
+    """Every worker on the server's Redis reloads (pub/sub); without one, the local server's pid file (SIGHUP)."""
     from callbot.server import pid_file
 
     settings = Settings.load(args.config)
+    workers = _publish_reload(settings)
+    if workers:
+        print(f"asked {workers} callbot worker(s) to reload their flows")
+        return 0
     path = pid_file(settings)
     try:
         pid = int(path.read_text().strip())
@@ -46,6 +51,29 @@ def _flows_reload(args: argparse.Namespace) -> int:
         return 1
     print(f"asked callbot (pid {pid}) to reload its flows")
     return 0
+
+
+def _publish_reload(settings: Settings) -> int:
+    """Workers that got the reload message (0: no Redis configured or found, or nobody listening)."""
+    import json
+
+    import redis
+
+    url = settings.redis_url
+    url_file = settings.data_dir / "redis.url"
+    if not url and url_file.exists():
+        url = url_file.read_text().strip()
+    if not url:
+        return 0
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            return int(client.publish("callbot:control", json.dumps({"action": "reload_flows"})))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as e:
+        print(f"the server's Redis ({url}) is not reachable ({e}): trying the local pid file", file=sys.stderr)
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     if flows is not None:  # `flows reload` talks to the running server
         for action in flows._actions:
             if isinstance(action, argparse._SubParsersAction) and "reload" not in action.choices:
-                action.add_parser("reload", help="reload flows in the running server (SIGHUP)").set_defaults(
+                action.add_parser("reload", help="reload flows in every running worker (Redis; SIGHUP as a "
+                                  "fallback)").set_defaults(
                     func=_flows_reload)
     return parser
 

@@ -8,6 +8,7 @@ accepts calls; ``GET /healthz`` answers 200 once they are.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -94,10 +95,12 @@ def create_app(settings: Settings) -> web.Application:
                 webhook = TicketWebhook(store.redis, settings.ticket_webhook_url)
                 await webhook.start()
             rt.ready = True
-            _install_reload(rt)
+            control = _install_reload(rt)
             try:
                 yield
             finally:
+                control.cancel()
+                await asyncio.gather(control, return_exceptions=True)
                 await consumer.stop()
                 await retention.stop()
                 if webhook is not None:
@@ -157,8 +160,12 @@ async def _start_sip(settings: Settings, on_call, on_rejected=None):
     return sip
 
 
-def _install_reload(rt: Runtime) -> None:
-    """SIGHUP reloads the flow file; calls in progress finish on the version they started with."""
+CONTROL = "callbot:control"  # pub/sub: {"action": "reload_flows"} reaches every worker on this Redis
+
+
+def _install_reload(rt: Runtime) -> asyncio.Task:
+    """``callbot flows reload`` (a message on ``CONTROL``: every worker, wherever it runs) or SIGHUP reload
+    the flow file; calls in progress finish on the version they started with. Returns the listener task."""
 
     async def reload() -> None:
         try:
@@ -167,10 +174,33 @@ def _install_reload(rt: Runtime) -> None:
         except Exception as e:
             log.error("flow reload failed, still running version %s: %s", rt.flows.current.version, e)
 
+    async def listen() -> None:
+        while True:
+            pubsub = rt.store.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CONTROL)
+                async for message in pubsub.listen():
+                    try:
+                        action = json.loads(message["data"]).get("action")
+                    except (ValueError, AttributeError, TypeError):
+                        log.warning("ignored a malformed control message: %.100r", message.get("data"))
+                        continue
+                    if action == "reload_flows":
+                        log.warning("flow reload asked through Redis")
+                        await reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis restarting: listen again
+                log.warning("control channel lost (%s); listening again", e)
+                await asyncio.sleep(2)
+            finally:
+                await pubsub.aclose()
+
     try:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
     except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
         pass
+    return asyncio.create_task(listen(), name="control-listener")
 
 
 def pid_file(settings: Settings) -> Path:

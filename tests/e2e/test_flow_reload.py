@@ -45,10 +45,12 @@ async def test_reload_keeps_calls_in_progress_on_their_version(reload_bot):
     text = bot.flow_path.read_text(encoding="utf-8")
     bot.flow_path.write_text(text.replace("je suis l'assistant automatique", "je suis le standard automatique"),
                              encoding="utf-8")
-    env = dict(os.environ, CALLBOT_DATA_DIR=str(bot.data_dir))
+    # through Redis, as for a worker on another machine (no pid file to read)
+    env = dict(os.environ, CALLBOT_REDIS_URL=bot.env["CALLBOT_REDIS_URL"], CALLBOT_DATA_DIR=str(bot.data_dir / "x"))
     out = subprocess.run([sys.executable, "-m", "callbot", "flows", "reload"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+    assert "asked 1 callbot worker(s)" in out.stdout, out.stdout
     for _ in range(100):
         if _health(bot)["flow_version"] != old_version:
             break
