@@ -53,19 +53,27 @@ def day_key(t: datetime, service: str | None = None) -> str:
     return f"{P}d:{t:%Y%m%d}" + (f":s:{service}" if service else "")
 
 
+def next_day(t: datetime) -> datetime:
+    """Midnight of the next calendar day (wall clock: a 23 h or 25 h DST day is still one day)."""
+    return (t.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1, hours=2)).replace(hour=0)
+
+
+def next_hour(t: datetime) -> datetime:
+    return (t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1, minutes=30)).replace(minute=0)
+
+
 def period_keys(start: datetime, end: datetime, service: str | None = None) -> list[str]:
     """Buckets covering [start, end): whole days as day keys, the ragged edges as hour keys."""
     keys: list[str] = []
     t = start.replace(minute=0, second=0, microsecond=0)
     while t < end:
-        day_start = t.replace(hour=0)
-        next_day = (day_start + timedelta(days=1, hours=2)).replace(hour=0)  # DST-safe
-        if t == day_start and next_day <= end:
+        tomorrow = next_day(t)
+        if t.hour == 0 and tomorrow <= end:
             keys.append(day_key(t, service))
-            t = next_day
+            t = tomorrow
         else:
             keys.append(hour_key(t, service))
-            t = (t + timedelta(hours=1, minutes=30)).replace(minute=0)
+            t = next_hour(t)
     return keys
 
 
@@ -181,8 +189,7 @@ class Rollups:
             t = t.replace(hour=0)
         while t < end:
             points.append(t)
-            t = (t + (timedelta(days=1, hours=2) if step == "day" else timedelta(hours=1, minutes=30)))
-            t = t.replace(hour=0, minute=0) if step == "day" else t.replace(minute=0)
+            t = next_day(t) if step == "day" else next_hour(t)
         pipe = self.redis.pipeline(transaction=False)
         for t in points:
             key = day_key(t, service) if step == "day" else hour_key(t, service)
@@ -200,7 +207,7 @@ class Rollups:
         keys = []
         while t < end:
             keys.append(f"{P}nomatch:{t:%Y%m%d}")
-            t = (t + timedelta(days=1, hours=2)).replace(hour=0)
+            t = next_day(t)
         pipe = self.redis.pipeline(transaction=False)
         for k in keys:
             pipe.zrevrange(k, 0, limit * 4, withscores=True)

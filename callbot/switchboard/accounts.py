@@ -131,17 +131,15 @@ class Accounts:
             name = normalise_name(name)
         except AccountError:
             return None
-        h = await self.redis.hgetall(f"{P}user:{name}")
-        if not h:
-            return None
-        return User(name=h["name"], role=h["role"], display_name=h.get("display_name", ""),
-                    services=json.loads(h.get("services") or "[]"), phone=h.get("phone", ""),
-                    created=float(h.get("created") or 0))
+        return _user(await self.redis.hgetall(f"{P}user:{name}"))
 
     async def list(self) -> list[User]:
+        """Every account, one round trip for all (the queue loop asks every few seconds)."""
         names = sorted(await self.redis.smembers(f"{P}users"))
-        users = [await self.get(n) for n in names]
-        return [u for u in users if u is not None]
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.hgetall(f"{P}user:{n}")
+        return [u for u in map(_user, await pipe.execute()) if u is not None]
 
     async def remove(self, name: str) -> bool:
         """Delete the user and revoke its API tokens and sessions at once; False if there was no such user."""
@@ -256,3 +254,12 @@ async def shared_secret(redis: aioredis.Redis) -> bytes:
     await redis.set(f"{P}secret", secrets.token_hex(32), nx=True)
     value = await redis.get(f"{P}secret")
     return value.encode("ascii") if isinstance(value, str) else value
+
+
+def _user(h: dict[str, str]) -> User | None:
+    """A ``user:{name}`` hash as a ``User`` (None: no such account)."""
+    if not h:
+        return None
+    return User(name=h["name"], role=h["role"], display_name=h.get("display_name", ""),
+                services=json.loads(h.get("services") or "[]"), phone=h.get("phone", ""),
+                created=float(h.get("created") or 0))

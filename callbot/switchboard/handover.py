@@ -20,6 +20,7 @@ from typing import Any
 from callbot import events as ev
 from callbot.flows.types import Turn
 from callbot.recorder import CallRecorder
+from callbot.switchboard.policy import priority_of
 from callbot.switchboard.queue import Turn as Line
 from callbot.switchboard.queue import WaitingCall
 from callbot.switchboard.service import Switchboard
@@ -62,10 +63,10 @@ def call_context(info: CallInfo, history: list[ev._Event], service: str, service
     parts = [f"« {said[-1]} »"] if said else ["demande non précisée"]
     parts += [f"{k.replace('_', ' ')} : {v}" for k, v in slots.items()]
     summary = " — ".join(parts)
-    if any(isinstance(e, ev.Emergency) for e in history):
+    emergency = any(isinstance(e, ev.Emergency) for e in history)
+    if emergency:
         summary = "URGENCE signalée — " + summary
-    priority = max([priorities.get(n, 0) for n in [service, *intents]] +
-                   [priorities.get("urgence", 0) if any(isinstance(e, ev.Emergency) for e in history) else 0])
+    priority = priority_of(priorities, service, *intents, "urgence" if emergency else "")
     return WaitingCall(call_id=info.call_id, service=service, service_label=service_label, channel=info.channel,
                        caller=info.caller, intent=theme, summary=summary, slots=slots,
                        transcript=lines[-TRANSCRIPT_TURNS:], priority=priority, worker=WORKER)

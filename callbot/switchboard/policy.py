@@ -23,8 +23,12 @@ class QueueRules:
     priorities: tuple[tuple[str, int], ...] = (("urgence", 10),)  # intent or service -> priority
 
     def priority(self, *names: str) -> int:
-        table = dict(self.priorities)
-        return max((table.get(n, 0) for n in names if n), default=0)
+        return priority_of(dict(self.priorities), *names)
+
+
+def priority_of(table: dict[str, int], *names: str) -> int:
+    """The highest priority any of ``names`` (intents, service) has in ``table``; 0 when none is listed."""
+    return max((table.get(n, 0) for n in names if n), default=0)
 
 
 def estimate_wait_s(position: int, agents_serving: int, handle_s: float = DEFAULT_HANDLE_S) -> float:

@@ -6,6 +6,7 @@ so a year answers as fast as a day; the formulas are the pure ones of ``callbot/
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from callbot.stats.kpis import compute_kpis, intent_table
 from callbot.stats.metrics import Metrics
-from callbot.stats.rollup import Rollups, by_hour_and_weekday
+from callbot.stats.rollup import Rollups, by_hour_and_weekday, next_day
 from callbot.web import api
 from callbot.web.auth import require_role
 
@@ -27,7 +28,7 @@ MAX_DAYS = 3 * 366
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=f'{{"error": "bad_request", "message": "{message}"}}',
+    return web.HTTPBadRequest(text=json.dumps({"error": "bad_request", "message": message}, ensure_ascii=False),
                               content_type="application/json")
 
 
@@ -53,7 +54,7 @@ def period(request: web.Request) -> tuple[datetime, datetime]:
     raw_to = request.query.get("to")
     end = parse_day(raw_to, "to", start.date(), tz)
     if not raw_to or len(raw_to) <= 10:
-        end = (end + timedelta(days=1, hours=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = next_day(end)
     if end <= start:
         raise _bad("'to' must not be before 'from'")
     if (end - start).days > MAX_DAYS:
