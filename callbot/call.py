@@ -34,7 +34,7 @@ from callbot import events as ev
 from callbot.constants import PIPELINE_IN_RATE, PIPELINE_OUT_RATE
 from callbot.flows.endpointing import PAUSE_SECS
 from callbot.flows.text import fold
-from callbot.flows.processor import FlowProcessor
+from callbot.flow_bridge import FlowProcessor
 from callbot.flows.types import CallContext, Turn
 from callbot.recorder import CallRecorder
 from callbot.runtime import Runtime

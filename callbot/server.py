@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from callbot.call import record_rejected, resume_call, run_call
 from callbot.config import Settings
 from callbot.osthreads import name_thread
 from callbot.privacy import Retention
@@ -61,8 +62,6 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
 
     async def on_call(transport, info, control) -> None:
-        from callbot.call import run_call
-
         await run_call(app[api.RUNTIME], transport, info, control)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -87,7 +86,7 @@ def create_app(settings: Settings) -> web.Application:
             retention = Retention(store.redis, settings.retention_days)
             await consumer.start()
             await retention.start()
-            sip = await _start_sip(settings, on_call, lambda info, status, why: _record_rejected(rt, info, status, why))
+            sip = await _start_sip(settings, on_call, lambda info, status, why: record_rejected(rt, info, status, why))
             webhook = None
             if settings.ticket_webhook_url:
                 from callbot.ticket_webhook import TicketWebhook
@@ -120,8 +119,6 @@ def create_app(settings: Settings) -> web.Application:
     stats_api.setup_routes(app)  # /api/stats, /api/live, /metrics
 
     async def on_resume(transport, info, control) -> None:
-        from callbot.call import resume_call
-
         await resume_call(app[api.RUNTIME], transport, info, control)
 
     async def on_dial_result(call_id: str, status: str, duration_s: float) -> None:
@@ -135,12 +132,6 @@ def create_app(settings: Settings) -> web.Application:
     setup_auth(app, accounts_on(lambda a: a[api.RUNTIME].store.redis), secret_getter=redis_secret,
                cookie_secure=settings.session_cookie_secure)
     return app
-
-
-def _record_rejected(rt: Runtime, info, status: int, why: str) -> None:
-    from callbot.call import record_rejected
-
-    record_rejected(rt, info, status, why)
 
 
 async def _start_sip(settings: Settings, on_call, on_rejected=None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from callbot.bench.understanding import align, norm_words
+from callbot_testing.bench.understanding import align, norm_words
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = [

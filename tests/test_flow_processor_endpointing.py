@@ -15,7 +15,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from callbot import events as ev
 from callbot.flows.loader import load_flow
-from callbot.flows.processor import FlowProcessor
+from callbot.flow_bridge import FlowProcessor
 from callbot.recorder import CallRecorder
 
 FLOW = Path(__file__).resolve().parents[1] / "flows" / "mairie.yaml"

@@ -90,6 +90,8 @@ def test_wheel_installs_and_serves_from_anywhere(tmp_path: Path) -> None:
     (whl,) = wheels.glob("callbot-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
     assert BUNDLED <= names, f"missing from the wheel: {sorted(BUNDLED - names)}"
+    tooling = sorted(n for n in names if n.startswith(("callbot_testing/", "tests/", "callbot/testing/", "callbot/bench/")))
+    assert not tooling, f"test tooling in the runtime wheel: {tooling[:5]}"
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "callbot").rglob("*.py") if "__pycache__" not in p.parts}
     assert modules <= names, f"not in the wheel (add the package to [tool.setuptools] packages): " \
                              f"{sorted(modules - names)}"

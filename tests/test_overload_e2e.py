@@ -11,8 +11,8 @@ import asyncio
 
 import pytest
 
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.twilio_caller import Hangup, Press, Wait, WaitForBot, place_call
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.twilio_caller import Hangup, Press, Wait, WaitForBot, place_call
 from tests.e2e.conftest import ACCOUNT_SID, TOKEN, start_bot, stop_bot
 
 pytestmark = pytest.mark.e2e

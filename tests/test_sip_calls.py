@@ -1,7 +1,7 @@
 """SIP transport against real peers (sipp, Debian baresip), loopback only.
 
 Each test starts its own SipServer (baresip-python engine) on a free port, with
-the tone test bot (``callbot.telephony.sip.testbot``) as the pipeline, and
+the tone test bot (``callbot_testing.sip_testbot``) as the pipeline, and
 places real calls. Needs the Debian packages ``sip-tester`` and ``baresip-core``.
 """
 
@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from callbot.telephony.sip import caller as C
-from callbot.telephony.sip.testbot import ToneBotServer
+import callbot_testing.sip_caller as C
+from callbot_testing.sip_testbot import ToneBotServer
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) not installed"),

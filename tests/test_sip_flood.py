@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from callbot.telephony.sip import caller as C
-from callbot.telephony.sip.testbot import ToneBotServer as bot
+import callbot_testing.sip_caller as C
+from callbot_testing.sip_testbot import ToneBotServer as bot
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) not installed"),

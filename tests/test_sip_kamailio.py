@@ -2,7 +2,7 @@
 
 Kamailio runs the config shipped in ``tests/sip/kamailio/kamailio.cfg`` (round robin,
 Record-Route, OPTIONS probing every second, failover on timeout); the workers are the
-tone test bot in two processes (``python -m callbot.telephony.sip.testbot``). sipp calls
+tone test bot in two processes (``python -m callbot_testing.sip_testbot``). sipp calls
 the proxy with the proxy-aware scenarios (``rrs="true"``, ``[next_url]``, ``[routes]``).
 The tests share one Kamailio and run in file order (the last one kills a worker).
 """
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from callbot.telephony.sip import caller as C
+import callbot_testing.sip_caller as C
 from tests.sip.kamailio.harness import Kamailio, ToneWorker, available, capture_sip
 
 pytestmark = [

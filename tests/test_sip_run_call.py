@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from callbot.telephony.sip import caller as C
+import callbot_testing.sip_caller as C
 from callbot.telephony.sip.server import SipServer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from callbot.telephony.sip import caller as C
-from callbot.telephony.sip.testbot import ToneBotServer as bot
+import callbot_testing.sip_caller as C
+from callbot_testing.sip_testbot import ToneBotServer as bot
 
 BPEER = Path(__file__).parent / "sip" / "bpeer.py"
 

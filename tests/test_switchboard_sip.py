@@ -23,7 +23,7 @@ from callbot.switchboard.policy import QueueRules
 from callbot.switchboard.queue import WaitingCall
 from callbot.switchboard.service import Switchboard
 from callbot.switchboard.waiting import Waiting
-from callbot.telephony.sip import caller as C
+import callbot_testing.sip_caller as C
 from callbot.telephony.sip.server import SipServer
 from tests.test_switchboard import HOURS, _cheap_hasher, answer_when_offered
 from tests.test_sip_transfer import tone_at

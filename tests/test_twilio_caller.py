@@ -22,10 +22,10 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from callbot.testing import audio as A
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.twiml import dial_target, local_url, parse_twiml
-from callbot.testing.twilio_caller import Hangup, Press, Say, Wait, WaitForBot, place_call
+from callbot_testing import audio as A
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.twiml import dial_target, local_url, parse_twiml
+from callbot_testing.twilio_caller import Hangup, Press, Say, Wait, WaitForBot, place_call
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -24,9 +24,9 @@ from callbot.config import Settings
 from callbot.telephony import twilio
 from callbot.telephony.base import AgentLeg
 from callbot.telephony.twilio_line import TwilioCallControl, after_key, dial_twiml
-from callbot.testing import audio as A
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.twilio_caller import Hangup, Press, Wait, place_call
+from callbot_testing import audio as A
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.twilio_caller import Hangup, Press, Wait, place_call
 from callbot.web import api
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from callbot.flows.cli import read_tsv
+from callbot.understanding.evaluate import read_tsv
 from callbot.flows.loader import load_flow
 from callbot.understanding.emergency import fuzzy_danger
 from callbot.understanding.evaluate import Report, first_turn
@@ -126,7 +126,7 @@ def test_heard_examples_are_made_and_loaded(tmp_path):
 
     flow_path = tmp_path / "mairie.yaml"
     flow_path.write_text(FLOW.read_text(encoding="utf-8"), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "callbot.bench.heard", "--flow", str(flow_path), "--every", "600"],
+    proc = subprocess.run([sys.executable, "-m", "callbot_testing.bench.heard", "--flow", str(flow_path), "--every", "600"],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     heard = flow_path.with_suffix(".heard.tsv")

@@ -6,6 +6,7 @@ clerk editing the YAML can fix every problem in one pass.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import deque
 
@@ -59,12 +60,12 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
 
     def need_node(target: str, *path) -> None:
         if target not in nodes:
-            problems.append(f"{at(*path)}: unknown target node '{target}'{_suggest(target, nodes)}; "
+            problems.append(f"{at(*path)}: unknown target node '{target}'{suggest(target, nodes)}; "
                             "point it to a node defined under nodes:")
 
     def need_intent(intent: str, *path) -> None:
         if intent not in intents:
-            problems.append(f"{at(*path)}: unknown intent '{intent}'{_suggest(intent, intents)}; "
+            problems.append(f"{at(*path)}: unknown intent '{intent}'{suggest(intent, intents)}; "
                             "declare it under intents:")
 
     for field in ("start", "main_menu", "agent"):
@@ -120,7 +121,7 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
                 problems += _check_condition(branch.if_, spec, at("nodes", nid, "branches", i), slots)
         if isinstance(node, TransferNode) and node.target != "agent" and node.target not in spec.services:
             problems.append(f"{at('nodes', nid, 'target')}: unknown transfer target '{node.target}'"
-                            f"{_suggest(node.target, spec.services)}; use 'agent' or a name under services:")
+                            f"{suggest(node.target, spec.services)}; use 'agent' or a name under services:")
         if not isinstance(node, (GotoNode, ConditionNode)):
             if isinstance(node.globals, list):
                 for g in node.globals:
@@ -144,7 +145,7 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
                     if var not in known_vars:
                         path = field if isinstance(field, tuple) else (field,)
                         problems.append(f"{at('nodes', nid, *path)}: unknown template value '{{{var}}}'"
-                                        f"{_suggest(var, known_vars)}; use a slot name or town.<key>")
+                                        f"{suggest(var, known_vars)}; use a slot name or town.<key>")
 
     for table, days in spec.hours.items():
         for day, ranges in days.items():
@@ -218,7 +219,7 @@ def _check_condition(cond: Condition, spec: FlowSpec, where: str, slots: set[str
     if cond.time is not None and parse_range(cond.time) is None:
         problems.append(f"{where}: bad time range '{cond.time}'; write 12:00-14:00")
     if cond.slot is not None and cond.slot not in slots:
-        problems.append(f"{where}: unknown slot '{cond.slot}'{_suggest(cond.slot, slots)}; "
+        problems.append(f"{where}: unknown slot '{cond.slot}'{suggest(cond.slot, slots)}; "
                         "use a slot filled by a collect node")
     if (cond.equals is not None or cond.one_of is not None) and cond.slot is None:
         problems.append(f"{where}: equals/one_of need slot:; add slot: <name>")
@@ -242,7 +243,7 @@ def _unreachable(spec: FlowSpec, at) -> list[str]:
             "to it or delete it" for nid in spec.nodes if nid not in seen]
 
 
-def _suggest(name: str, choices) -> str:
-    from callbot.flows.loader import suggest
-
-    return suggest(name, choices)
+def suggest(name: str, choices) -> str:
+    """The hint " (did you mean 'x'?)" for the closest known name, or nothing."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

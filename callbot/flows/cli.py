@@ -9,7 +9,6 @@ a server, a phone line or models.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -116,28 +115,21 @@ def cmd_chat(args) -> int:
     return run_chat(args)
 
 
-def read_tsv(path: Path) -> list[tuple[str, str]]:
-    rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(row) < 2 or not row[0].strip() or row[0].startswith("#"):
-                continue
-            if (row[0].strip(), row[1].strip()) == ("utterance", "intent"):
-                continue
-            rows.append((row[0].strip(), row[1].strip()))
-    return rows
-
-
 def cmd_eval(args) -> int:
     """The whole path of a caller's opening sentence (emergency layer, recogniser, threshold,
     clarifying question) on ``utterance<TAB>intent`` rows; last line ``accuracy: 0.xxx (N/M)``.
     ``--spoken`` first speaks each sentence with a voice the bot does not use, through the phone
-    line and Whisper (see ``callbot.bench.understanding``)."""
+    line and Whisper (see ``callbot_testing.bench.understanding``)."""
     from callbot.flows.loader import FlowLoadError, load_flow
-    from callbot.understanding.evaluate import Report, first_turn
+    from callbot.understanding.evaluate import Report, first_turn, read_tsv
 
     if args.spoken:
-        from callbot.bench.understanding import main as spoken
+        try:  # the spoken channel needs the test tools (other voices, a phone line): not in the runtime package
+            from callbot_testing.bench.understanding import main as spoken
+        except ImportError:
+            print("--spoken needs the test tools of a checkout: ./scripts/setup --test, then "
+                  "scripts/bench-understanding --tsv FILE", file=sys.stderr)
+            return 2
 
         return spoken(["--tsv", str(args.file), "--flow", str(args.flow), "--show", str(args.show)]
                       + (["--voice", args.voice] if args.voice else []))

@@ -9,7 +9,6 @@ and remember the line of every key and list item, so every error reads
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 
 from callbot.errors import FlowError
 from callbot.flows import checks
+from callbot.flows.engine import Flow
 from callbot.flows.schema import NODE_TYPES, SLOT_TYPES, FlowSpec
 
 Lines = dict[tuple, int]
@@ -135,15 +135,8 @@ def _line_key(problem: str) -> tuple:
         return (0, problem)
 
 
-def suggest(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def load_flow(path: str | Path):
     """Read, validate and compile a flow file; raises ``FlowLoadError`` listing every problem."""
-    from callbot.flows.engine import Flow
-
     path = Path(path)
     where = str(path)
     try:

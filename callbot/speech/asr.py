@@ -168,9 +168,7 @@ class SharedWhisper:
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
         self._executor = concurrent.futures.ThreadPoolExecutor(  # features, then wait for CTranslate2
             self.max_concurrent, thread_name_prefix="asr", initializer=name_thread, initargs=("whisper-call",))
-        try:  # the shared Silero session and the call path's imports (pipecat pipeline, ~0.2 s):
-            # otherwise the first call after start-up paid for them before its greeting
-            import callbot.call  # noqa: F401
+        try:  # the shared Silero session: otherwise the first call after start-up paid for it before its greeting
             from callbot.speech.vad import preload
 
             preload()

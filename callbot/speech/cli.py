@@ -77,16 +77,10 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
     return prepare_models(settings=_settings(args), check=not args.no_check)
 
 
-def prepare_models(argv: list[str] | None = None, *, settings: Settings | None = None, check: bool = True) -> int:
-    """Setup step; also ``python -m callbot.speech.models [--no-check]``."""
+def prepare_models(*, settings: Settings, check: bool = True) -> int:
+    """Setup step (``callbot models prepare``)."""
     from callbot.speech.models import text_progress, whisper_model_dir
 
-    if settings is None:
-        parser = argparse.ArgumentParser(prog="python -m callbot.speech.models")
-        parser.add_argument("--config")
-        parser.add_argument("--no-check", action="store_true")
-        ns = parser.parse_args(argv)
-        settings, check = Settings.load(ns.config), not ns.no_check
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         t0 = time.monotonic()

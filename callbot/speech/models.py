@@ -154,14 +154,3 @@ def text_progress(stream=sys.stderr) -> Progress:
         stream.flush()
 
     return show
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m callbot.speech.models``: prepare speech assets for ``scripts/setup``."""
-    from callbot.speech.cli import prepare_models
-
-    return prepare_models(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

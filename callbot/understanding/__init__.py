@@ -19,7 +19,7 @@ def _encoders():
 
 
 def heard_examples(flow_path, intents) -> list[tuple[str, str]]:
-    """``<flow>.heard.tsv``: Whisper's transcripts of the examples (``python -m callbot.bench.heard``)."""
+    """``<flow>.heard.tsv``: Whisper's transcripts of the examples (``python -m callbot_testing.bench.heard``)."""
     from pathlib import Path
 
     if flow_path is None:

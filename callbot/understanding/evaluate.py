@@ -12,10 +12,12 @@ clarifying question counts as a miss in ``accuracy`` and is reported apart
 
 from __future__ import annotations
 
+import csv
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from callbot.events import Emergency, IntentMatched, NoInput
@@ -132,3 +134,15 @@ class Report:
                        f"p95 {pct(ms, .95):.1f}, max {max(ms):.1f}")
         out.append(f"accuracy: {self.accuracy():.3f} ({self.correct()}/{self.n})")
         return out
+
+
+def read_tsv(path: Path) -> list[tuple[str, str]]:
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) < 2 or not row[0].strip() or row[0].startswith("#"):
+                continue
+            if (row[0].strip(), row[1].strip()) == ("utterance", "intent"):
+                continue
+            rows.append((row[0].strip(), row[1].strip()))
+    return rows

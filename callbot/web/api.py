@@ -13,10 +13,9 @@ from datetime import datetime
 
 from aiohttp import web
 
-from callbot.runtime import Runtime
+from callbot.web.appkeys import RUNTIME
 from callbot.web.auth import audit, current_user, require_role, visible_services
-
-RUNTIME = web.AppKey("runtime", Runtime)
+from callbot.web.labels import service_labels, ticket_service
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -92,7 +91,6 @@ async def list_tickets(request: web.Request) -> web.Response:
     visible = visible_services(request)
     if visible is None:
         return web.json_response({"tickets": await rt.store.list_tickets(limit, offset)})
-    from callbot.web.console_api import service_labels, ticket_service  # (console_api imports this module)
 
     labels = service_labels(request)
     mine = [t for t in await rt.store.list_tickets(SCAN_MAX // 4, 0) if ticket_service(t, labels) in visible]

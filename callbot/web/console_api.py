@@ -22,6 +22,7 @@ from callbot.switchboard.presence import P, SETTABLE, Presence
 from callbot.switchboard.queue import CallQueue, WaitingCall
 from callbot.web import api
 from callbot.web.auth import current_user, visible_services
+from callbot.web.labels import intent_labels, service_labels, ticket_service  # noqa: F401 (re-exported)
 
 NOTE_MAX = 2000  # a callback note is a sentence or two, not a file
 TICKETS_SHOWN = 50
@@ -46,39 +47,6 @@ def sb(request: web.Request) -> Any:
     redis = rt.store.redis
     return SimpleNamespace(queue=CallQueue(redis), presence=Presence(redis), callbacks=Callbacks(redis),
                            accounts=Accounts(redis))
-
-
-def _flow_spec(request: web.Request) -> Any:
-    try:
-        return request.app[api.RUNTIME].flows.current.spec
-    except AttributeError:
-        return None
-
-
-def service_labels(request: web.Request) -> dict[str, str]:
-    """Flow service name -> label (``etat_civil`` -> ``le service état civil``); empty without a flow."""
-    spec = _flow_spec(request)
-    return {name: svc.label for name, svc in (getattr(spec, "services", None) or {}).items()}
-
-
-def intent_labels(request: web.Request) -> dict[str, str]:
-    spec = _flow_spec(request)
-    return {name: i.label for name, i in (getattr(spec, "intents", None) or {}).items() if i.label}
-
-
-def ticket_service(ticket: dict[str, Any], labels: dict[str, str]) -> str:
-    """The service a ticket belongs to: its ``service`` field (a name, or a label the caller chose),
-    else ``agent`` (l'accueil) which dispatches the reports that name none."""
-    value = str((ticket.get("fields") or {}).get("service") or "").strip()
-    if not value:
-        return "agent"
-    if value in labels:
-        return value
-    folded = value.casefold()
-    for name, label in labels.items():
-        if label.casefold() == folded or label.casefold().endswith(" " + folded):
-            return name
-    return value
 
 
 def _sees(visible: set[str] | None, service: str) -> bool:

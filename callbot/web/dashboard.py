@@ -25,7 +25,8 @@ from aiohttp import web
 from callbot.store import P
 from callbot.web import api, console, dashboard_api
 from callbot.web.auth import current_user, require_role
-from callbot.web.console_api import error, intent_labels, sb, service_labels
+from callbot.web.console_api import error, sb
+from callbot.web.labels import intent_labels, service_labels
 
 STATIC_DIR = console.STATIC_DIR
 PAGE_HEADERS = console.PAGE_HEADERS  # default-src 'self': scripts and styles from /static only

@@ -35,7 +35,8 @@ from callbot.stats.rollup import P as STATS_P
 from callbot.store import P
 from callbot.web import api
 from callbot.web.auth import audit, require_role
-from callbot.web.console_api import error, intent_labels, service_labels
+from callbot.web.console_api import error
+from callbot.web.labels import intent_labels, service_labels
 
 STATS_SERVICES = f"{STATS_P}services"  # every service the statistics have counted calls for
 SEARCH_SCAN_MAX = 2000  # calls read per search at most (newest first)

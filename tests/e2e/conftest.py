@@ -1,6 +1,6 @@
 """A real callbot server process (``callbot serve``) for end-to-end calls, shared by a test module.
 
-Same helper as the benchmarks (``callbot.bench.server``), pointed at the test session's Redis.
+Same helper as the benchmarks (``callbot_testing.bench.server``), pointed at the test session's Redis.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from callbot.bench.server import ACCOUNT_SID, AUDIO, ROOT, TOKEN  # noqa: F401 - re-exported for the tests
-from callbot.bench.server import BenchServer as BotServer
-from callbot.bench.server import start_server, stop_server
+from callbot_testing.bench.server import ACCOUNT_SID, AUDIO, ROOT, TOKEN  # noqa: F401 - re-exported for the tests
+from callbot_testing.bench.server import BenchServer as BotServer
+from callbot_testing.bench.server import start_server, stop_server
 
 
 def start_bot(tmp: Path, redis_url: str, **env_overrides: str) -> BotServer:

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from callbot.testing.twilio_caller import Hangup, Press, Wait, WaitForBot
+from callbot_testing.twilio_caller import Hangup, Press, Wait, WaitForBot
 from tests.e2e.conftest import ROOT, start_bot, stop_bot
 from tests.e2e.test_twilio_call import _call, _call_record, _types
 

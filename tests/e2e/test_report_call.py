@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from callbot.testing.twilio_caller import Hangup, Say, WaitForBot
+from callbot_testing.twilio_caller import Hangup, Say, WaitForBot
 from tests.e2e.conftest import AUDIO
 from tests.e2e.test_twilio_call import _call, _call_record, _get, _types
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from callbot.telephony.sip import caller as C
+import callbot_testing.sip_caller as C
 from tests.e2e.conftest import AUDIO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")]

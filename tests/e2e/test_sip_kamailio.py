@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from callbot.telephony.sip import caller as C
+import callbot_testing.sip_caller as C
 from tests.e2e.conftest import AUDIO, start_bot, stop_bot
 from tests.sip.kamailio.harness import Kamailio, available
 

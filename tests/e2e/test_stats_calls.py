@@ -19,11 +19,11 @@ from twilio.request_validator import RequestValidator
 
 from callbot.redis_server import RedisServer
 from callbot.switchboard.accounts import Accounts
-from callbot.telephony.sip import caller as C
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.steps import Hangup, Press, Say, Wait, WaitForBot
-from callbot.testing.twilio_caller import place_call
-from callbot.testing.twiml import new_sid
+import callbot_testing.sip_caller as C
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.steps import Hangup, Press, Say, Wait, WaitForBot
+from callbot_testing.twilio_caller import place_call
+from callbot_testing.twiml import new_sid
 from tests.e2e.conftest import ACCOUNT_SID, AUDIO, TOKEN, start_bot, stop_bot
 
 pytestmark = [

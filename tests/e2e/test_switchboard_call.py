@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from callbot.switchboard.accounts import Accounts
-from callbot.telephony.sip import caller as C
+import callbot_testing.sip_caller as C
 from tests.e2e.conftest import start_bot, stop_bot
 from tests.test_sip_transfer import tone_at
 
@@ -141,10 +141,10 @@ async def test_twilio_call_waits_then_is_dialled_to_the_agent(open_bot, redis_se
     import aiohttp
     from twilio.request_validator import RequestValidator
 
-    from callbot.testing.fake_twilio_rest import FakeTwilioRest
-    from callbot.testing.steps import Say, Wait, WaitForBot
-    from callbot.testing.twilio_caller import place_call
-    from callbot.testing.twiml import new_sid
+    from callbot_testing.fake_twilio_rest import FakeTwilioRest
+    from callbot_testing.steps import Say, Wait, WaitForBot
+    from callbot_testing.twilio_caller import place_call
+    from callbot_testing.twiml import new_sid
     from tests.e2e.conftest import ACCOUNT_SID, AUDIO, TOKEN
 
     bot = open_bot

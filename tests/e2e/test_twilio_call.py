@@ -8,8 +8,8 @@ import json
 import aiohttp
 import pytest
 
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.twilio_caller import Hangup, Press, Say, WaitForBot, place_call
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.twilio_caller import Hangup, Press, Say, WaitForBot, place_call
 from tests.e2e.conftest import ACCOUNT_SID, AUDIO, TOKEN
 
 pytestmark = pytest.mark.e2e
@@ -133,7 +133,7 @@ async def test_malformed_websocket_messages_do_not_end_the_call(bot):
 
 async def test_caller_speech_interrupts_the_bot(bot):
     """Barge-in: speaking over the greeting makes the bot send Twilio ``clear`` and answer the request."""
-    from callbot.testing.twilio_caller import Wait
+    from callbot_testing.twilio_caller import Wait
 
     report, _ = await _call(bot, [Wait(1.0), Say(AUDIO / "horaires.wav"), WaitForBot(), Hangup()])
     print(report.timeline())

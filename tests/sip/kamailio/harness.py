@@ -3,7 +3,7 @@
 - ``Kamailio``: renders ``kamailio.cfg`` (this directory) into a temp dir, runs
   ``kamailio -DD -E`` in the foreground in its own process group, talks to it with
   ``kamcmd`` over the ``ctl`` unix socket, and kills the whole group on ``stop()``.
-- ``ToneWorker``: ``python -m callbot.telephony.sip.testbot`` in a subprocess (one
+- ``ToneWorker``: ``python -m callbot_testing.sip_testbot`` in a subprocess (one
   SIP engine per process: libre's state is process-global); its ``CALL {json}``
   stdout lines say which worker handled which call.
 """
@@ -187,7 +187,7 @@ def capture_sip(port: int, secs: float) -> str | None:
 
 
 class ToneWorker:
-    """The tone test bot as a separate process (``python -m callbot.telephony.sip.testbot``)."""
+    """The tone test bot as a separate process (``python -m callbot_testing.sip_testbot``)."""
 
     def __init__(self, workdir: Path, name: str, port: int, max_calls: int = 20) -> None:
         self.dir = Path(workdir)
@@ -205,7 +205,7 @@ class ToneWorker:
     def start(self) -> ToneWorker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callbot.telephony.sip.testbot", "--port", str(self.port), "--name", self.name,
+            [sys.executable, "-m", "callbot_testing.sip_testbot", "--port", str(self.port), "--name", self.name,
              "--max-calls", str(self.max_calls)],
             cwd=ROOT, stdout=open(self.out, "ab"), stderr=open(self.err, "ab"), start_new_session=True,
             preexec_fn=_die_with_parent)

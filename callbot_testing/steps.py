@@ -1,4 +1,4 @@
-"""Caller script steps for :func:`callbot.testing.twilio_caller.place_call`."""
+"""Caller script steps for :func:`callbot_testing.twilio_caller.place_call`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Union
 
 import numpy as np
 
-from callbot.testing import audio as A
+from callbot_testing import audio as A
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 It greets with a tone (440 Hz, 1 s), answers each keypad digit with a short
 880 Hz tone, optionally echoes the caller, and can hang up or transfer after the
-greeting. ``python -m callbot.telephony.sip.testbot --port 5080`` runs it alone
+greeting. ``python -m callbot_testing.sip_testbot --port 5080`` runs it alone
 (calls to a user part starting with ``bye`` are hung up by the bot after the greeting).
 """
 

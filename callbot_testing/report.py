@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from callbot.testing import audio as A
+from callbot_testing import audio as A
 
 
 @dataclass

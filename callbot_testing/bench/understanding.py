@@ -3,7 +3,7 @@
 Each utterance is read by a French voice the bot does not use (MBROLA fr1 through
 espeak-ng by default; the bot speaks with Pico), sent through the
 phone line (8 kHz G.711 µ-law and back to 16 kHz PCM16, with the numpy codec
-of ``callbot.testing.audio``), framed like a pipecat segment (0.8 s of silence
+of ``callbot_testing.audio``), framed like a pipecat segment (0.8 s of silence
 before the speech; the node's end-of-turn silence plus 0.5 s after), transcribed by
 ``SharedWhisper`` with the start node's ``vocabulary()`` prompt, then given to
 the flow's recogniser exactly as ``callbot eval-intents`` does (a no-match
@@ -64,7 +64,7 @@ def synthesise(voice: str, text: str, wav: Path) -> None:
 
 def phone_audio(text: str, cache_dir: Path, voice: str = "mb-fr1") -> tuple[np.ndarray, bool]:
     """A French voice -> 8 kHz µ-law -> 16 kHz int16, trimmed to the speech; (pcm, from_cache)."""
-    from callbot.testing.audio import FRAME_SAMPLES, read_wav, resample, speech_bounds, ulaw_decode, ulaw_encode
+    from callbot_testing.audio import FRAME_SAMPLES, read_wav, resample, speech_bounds, ulaw_decode, ulaw_encode
 
     key = hashlib.sha1(f"{CHAIN}\n{voice}\n{text}".encode()).hexdigest()[:20]
     path = cache_dir / f"{key}.pcm"
@@ -174,7 +174,9 @@ def predict(flow, text: str) -> tuple[str, float, bool]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from callbot.flows.cli import DEFAULT_FLOW
+    from callbot.paths import default_flow
+
+    DEFAULT_FLOW = default_flow()
 
     ap = argparse.ArgumentParser(prog="bench-understanding", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,7 +196,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from callbot.flows.cli import read_tsv
+    from callbot.understanding.evaluate import read_tsv
     from callbot.flows.loader import FlowLoadError, load_flow
     from callbot.flows.types import CallContext
 

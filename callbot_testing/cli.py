@@ -20,10 +20,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.report import CallReport, summarize
-from callbot.testing.steps import Hangup, Press, Say, Step, Wait, WaitForBot
-from callbot.testing.twilio_caller import DEFAULT_ACCOUNT_SID, place_call
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.report import CallReport, summarize
+from callbot_testing.steps import Hangup, Press, Say, Step, Wait, WaitForBot
+from callbot_testing.twilio_caller import DEFAULT_ACCOUNT_SID, place_call
 
 
 class _StepAction(argparse.Action):

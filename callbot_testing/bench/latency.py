@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from callbot.bench import server as S
-from callbot.testing import audio as A
+from callbot_testing.bench import server as S
+from callbot_testing import audio as A
 
 LOUD_RMS = 300.0
 
@@ -61,7 +61,7 @@ def install_gap_counter() -> None:
 
 
 def twilio_scripts() -> list[list]:
-    from callbot.testing.steps import Hangup, Press, Say, WaitForBot
+    from callbot_testing.steps import Hangup, Press, Say, WaitForBot
 
     au = S.AUDIO
     return [
@@ -74,7 +74,7 @@ def twilio_scripts() -> list[list]:
 
 
 async def twilio_call(srv: S.BenchServer, rest, steps: list) -> dict:
-    from callbot.testing.twilio_caller import place_call
+    from callbot_testing.twilio_caller import place_call
 
     report = await place_call(srv.url, audio=steps, token=S.TOKEN, account_sid=S.ACCOUNT_SID, rest=rest,
                               timeout=90, hangup_after=3.0)
@@ -101,7 +101,7 @@ def _last_heard(report):  # analyse() does not keep HeardAudio; the counter is s
 
 
 def sip_scripts() -> list[list]:
-    from callbot.telephony.sip.caller import Step
+    from callbot_testing.sip_caller import Step
 
     au = S.AUDIO
     return [
@@ -113,7 +113,7 @@ def sip_scripts() -> list[list]:
 
 
 async def sip_call(srv: S.BenchServer, steps: list, workdir) -> dict:
-    from callbot.telephony.sip import caller as C
+    import callbot_testing.sip_caller as C
 
     out = await C.scripted_call(f"127.0.0.1:{srv.sip_port}", steps, codec="PCMU", workdir=workdir,
                                 log=lambda *a: None)
@@ -131,8 +131,8 @@ async def sip_call(srv: S.BenchServer, steps: list, workdir) -> dict:
 
 def _patch_report_heard() -> None:
     """Keep the caller's HeardAudio on the report so underruns can be read after the call."""
-    from callbot.testing import report as R
-    from callbot.testing import twilio_caller as T
+    from callbot_testing import report as R
+    from callbot_testing import twilio_caller as T
 
     original = R.analyse
 
@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         sampler = S.ProcSampler(srv.pid)
         if args.transport == "twilio":
-            from callbot.testing.fake_twilio_rest import FakeTwilioRest
+            from callbot_testing.fake_twilio_rest import FakeTwilioRest
 
             scripts = twilio_scripts()
             async with FakeTwilioRest(S.ACCOUNT_SID, S.TOKEN, port=srv.rest_port) as rest:

@@ -30,11 +30,11 @@ import aiohttp
 import numpy as np
 from twilio.request_validator import RequestValidator
 
-from callbot.testing import audio as A
-from callbot.testing.fake_twilio_rest import FakeTwilioRest
-from callbot.testing.report import CallReport, Turn, analyse
-from callbot.testing.steps import Hangup, Press, Say, Step, Wait, WaitForBot
-from callbot.testing.twiml import dial_target, local_url, new_sid, parse_twiml, public_url
+from callbot_testing import audio as A
+from callbot_testing.fake_twilio_rest import FakeTwilioRest
+from callbot_testing.report import CallReport, Turn, analyse
+from callbot_testing.steps import Hangup, Press, Say, Step, Wait, WaitForBot
+from callbot_testing.twiml import dial_target, local_url, new_sid, parse_twiml, public_url
 
 DEFAULT_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 WEBHOOK_PATH = "/twilio/voice"
@@ -408,7 +408,3 @@ async def place_call(
 
 
 __all__ = ["place_call", "CallReport", "Turn", "Say", "Press", "Wait", "WaitForBot", "Hangup", "Step"]
-if __name__ == "__main__":
-    from callbot.testing.cli import main
-
-    raise SystemExit(main())

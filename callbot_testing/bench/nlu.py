@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = rss_mb()
     print(f"cpu: {cpu_flags()}")
-    from callbot.flows.cli import read_tsv
+    from callbot.understanding.evaluate import read_tsv
     from callbot.flows.loader import load_flow
     from callbot.understanding.encoders import shared_encoders
     from callbot.understanding.evaluate import first_turn, pct

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from callbot import events as ev
-from callbot.bench.nlu import cpu_flags
+from callbot_testing.bench.nlu import cpu_flags
 from callbot.understanding.evaluate import pct
 from callbot.redis_server import RedisServer
 from callbot.stats import call_facts, counters

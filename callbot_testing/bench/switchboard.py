@@ -38,9 +38,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from callbot.bench.nlu import cpu_flags
-from callbot.bench.server import fmt_stats, stats
-from callbot.telephony.sip import caller as C
+from callbot_testing.bench.nlu import cpu_flags
+from callbot_testing.bench.server import fmt_stats, stats
+import callbot_testing.sip_caller as C
 
 SERVICE = "etat_civil"
 AGENT = "alice"

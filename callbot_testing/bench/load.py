@@ -21,8 +21,8 @@ import re
 import sys
 import time
 
-from callbot.bench import server as S
-from callbot.bench.latency import _patch_report_heard, install_gap_counter
+from callbot_testing.bench import server as S
+from callbot_testing.bench.latency import _patch_report_heard, install_gap_counter
 
 # Utterances that keep a call going in flows/mairie.yaml (no goodbye, no transfer).
 FIXTURES = ["horaires.wav", "lampadaire.wav", "adresse.wav", "description.wav", "etat_civil.wav",
@@ -88,8 +88,8 @@ async def keypad_call_sids(url: str, headers: dict[str, str] | None = None) -> s
 
 
 def caller_script(rng: random.Random, turns: int, period: float) -> list:
-    from callbot.testing import audio as A
-    from callbot.testing.steps import Hangup, Press, Say, Wait, WaitForBot
+    from callbot_testing import audio as A
+    from callbot_testing.steps import Hangup, Press, Say, Wait, WaitForBot
 
     steps: list = [WaitForBot(silence_after=0.3, timeout=10)]
     for k in range(turns):
@@ -111,7 +111,7 @@ def _failed_call(e: Exception, t0: float) -> dict:
 
 async def one_call(srv: S.BenchServer, rest, rng: random.Random, deadline: float, period: float,
                    call_seconds: float = 0.0) -> dict:
-    from callbot.testing.twilio_caller import place_call
+    from callbot_testing.twilio_caller import place_call
 
     left = deadline - time.monotonic()
     if call_seconds:  # calls come and go, as on a real line (admission then acts on arrivals)
@@ -146,7 +146,7 @@ async def conversation_call(srv: S.BenchServer, rest, rng: random.Random) -> dic
     speaks, so every turn is a clean voice-to-voice sample, comparable with the single-call
     figures (``bench-load``'s own script talks on a timer, into whatever node the call is in,
     and some of those nodes wait on purpose: dictation hints)."""
-    from callbot.bench.latency import twilio_call, twilio_scripts
+    from callbot_testing.bench.latency import twilio_call, twilio_scripts
 
     t0 = time.monotonic()
     try:
@@ -158,7 +158,7 @@ async def conversation_call(srv: S.BenchServer, rest, rng: random.Random) -> dic
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from callbot.testing.fake_twilio_rest import FakeTwilioRest
+    from callbot_testing.fake_twilio_rest import FakeTwilioRest
 
     install_gap_counter()
     _patch_report_heard()

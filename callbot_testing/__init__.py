@@ -1,7 +1,7 @@
 """Test tooling: a Twilio Media Streams test caller, a fake Twilio REST API, audio helpers.
 
-Not imported by the server. See :mod:`callbot.testing.twilio_caller`. Names are
-loaded lazily so ``python -m callbot.testing.twilio_caller`` runs cleanly.
+Not imported by the server. See :mod:`callbot_testing.twilio_caller`. Names are
+loaded lazily so ``python -m callbot_testing.twilio_caller`` runs cleanly.
 """
 
 from __future__ import annotations
@@ -27,4 +27,4 @@ __all__ = list(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(name)
-    return getattr(importlib.import_module(f"callbot.testing.{_EXPORTS[name]}"), name)
+    return getattr(importlib.import_module(f"callbot_testing.{_EXPORTS[name]}"), name)

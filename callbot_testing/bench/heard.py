@@ -16,9 +16,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from callbot.bench.understanding import CACHE_DIR, phone_audio, segment
+    from callbot_testing.bench.understanding import CACHE_DIR, phone_audio, segment
     from callbot.config import Settings
-    from callbot.flows.cli import DEFAULT_FLOW
+    from callbot.paths import default_flow
+
+    DEFAULT_FLOW = default_flow()
     from callbot.flows.loader import load_flow
     from callbot.flows.text import fold
     from callbot.flows.types import CallContext
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     whisper.close()
     with open(out_path, "w", encoding="utf-8", newline="") as f:
         f.write(f"# Whisper's transcripts of 1 in {args.every} examples read by {args.voice} "
-                f"(python -m callbot.bench.heard); regenerate after large example changes\n")
+                f"(python -m callbot_testing.bench.heard); regenerate after large example changes\n")
         w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
         w.writerow(["heard", "intent"])
         w.writerows((h.replace("\t", " "), i) for h, i in kept)
