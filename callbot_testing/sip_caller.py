@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCENARIOS = Path(__file__).resolve().parents[3] / "tests" / "sip"
+SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "sip"
 SIPP_SHARE = Path("/usr/share/sip-tester")
 LOOPBACK = "127.0.0.1"
 
