@@ -16,6 +16,10 @@ speech at what the CPU serves, whatever the box. An average older than
 ``RESPONSE_FRESH_S`` does not count, and a call that finds no speech call in progress
 always gets speech, so a past peak cannot lock callers out. Pure bookkeeping; the caller
 passes the clock (``now``), so it is unit-tested directly.
+
+A decode past its deadline keeps its slot until its thread returns (``faults.py``): while every
+one of the ``decode_slots`` is held that way (``stalled_decodes``), Whisper is not answering at
+all, so new calls get the keypad menu and no segment is queued.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class AsrAdmission:
     refused_decodes: int = 0
     response_s: float = 0.0  # exponential average of queue + decode time
     response_at: float = float("-inf")  # when the newest decode in it finished
+    decode_slots: int = 0  # Whisper's decode slots (SharedWhisper.max_concurrent); 0 = unknown
+    stalled_decodes: int = 0  # of which held by a decode past its deadline (faults.Stalls)
     RESPONSE_WEIGHT = 0.2  # of the newest decode in the average (~ the last 5 count)
     RESPONSE_FRESH_S = 10.0  # under load decodes finish every second or so
     DROWNING = 2.0  # response time, in max_response_s, past which calls in progress leave speech too
@@ -48,12 +54,18 @@ class AsrAdmission:
 
     def refusal(self, now: float = float("-inf")) -> str | None:
         """Why a new call would get the keypad menu at ``now``, or None."""
+        if self.stalled():
+            return f"Whisper is not answering: {self.stalled_decodes} of {self.decode_slots} decode slots stalled"
         if self.max_calls and self.speech_calls >= self.max_calls:
             return f"{self.speech_calls} speech calls already (max {self.max_calls})"
         if self.max_response_s and self.speech_calls and self._recent_response(now) > self.max_response_s:
             return (f"Whisper answers in {self.response_s:.1f} s (max {self.max_response_s:g} s) "
                     f"with {self.speech_calls} speech calls")
         return None
+
+    def stalled(self) -> bool:
+        """Every decode slot is held by a decode past its deadline."""
+        return bool(self.decode_slots) and self.stalled_decodes >= self.decode_slots
 
     def _recent_response(self, now: float) -> float:
         """The response-time average, or 0 when its newest decode is older than ``RESPONSE_FRESH_S``."""
@@ -85,7 +97,7 @@ class AsrAdmission:
         by that silence (at 30 calls, replies took 5-15 s before this)."""
         drowning = (self.max_response_s and self.speech_calls > 1
                     and self._recent_response(now) > self.DROWNING * self.max_response_s)
-        if (self.max_queue and waiting >= self.max_queue) or drowning:
+        if (self.max_queue and waiting >= self.max_queue) or drowning or self.stalled():
             self.refused_decodes += 1
             return False
         return True
@@ -93,4 +105,4 @@ class AsrAdmission:
     def snapshot(self) -> dict[str, int]:
         return {"speech_calls": self.speech_calls, "keypad_calls": self.keypad_calls,
                 "refused_decodes": self.refused_decodes, "max_calls": self.max_calls, "max_queue": self.max_queue,
-                "response_ms": round(self.response_s * 1000)}
+                "response_ms": round(self.response_s * 1000), "stalled_decodes": self.stalled_decodes}

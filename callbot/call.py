@@ -16,12 +16,20 @@ calls (``speech/vad.py``), the VAD only detects short pauses (``PAUSE_SECS``; th
 flow decides when a turn is over), caller audio stops at the recogniser, and pipecat's
 turn-tracking observer is off (the flow records its own latency events). Past the
 recogniser's capacity (``AsrAdmission``) a call is still answered at once, in keypad mode.
+
+Faults never leave dead air: a recogniser or synthesis that raises or misses its deadline
+(``faults.py``) moves the call to the keypad menu after a pre-rendered apology, and the
+watchdog (``watchdog.py``) ends a call that runs too long or in which nothing happens, with a
+pre-rendered goodbye; ``call_ended`` then says ``watchdog``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
@@ -43,14 +51,24 @@ from callbot.speech.tts import CachedTTS
 from callbot.speech.vad import SharedSileroVAD
 from callbot.switchboard.handover import HANDED_OFF, hand_over, resume
 from callbot.telephony.base import CallControl, CallInfo
+from callbot.watchdog import ActivityProbe, CallWatchdog, Verdict, watch
 
 log = logging.getLogger(__name__)
 # how the SIP stack says the line was lost (no RTP for ``sip_media_timeout``), not hung up: end reason "timeout"
 LINE_LOST = ("rtp stream error", "timeout", "timed out")
+CANCEL_GRACE_S = 5.0  # a pipeline the watchdog cancelled gets this long to stop, then its task is cancelled
+GOODBYE_GRACE_S = 2.0  # the watchdog's goodbye may take its length plus this
+HANGUP_MAX_S = 20.0  # the watchdog's hang-up (Twilio waits up to 8 s for its playback mark, then REST)
 
 
-async def run_pipeline(pipeline: Pipeline, transport: BaseTransport) -> None:
-    """Run a call's pipeline until it ends or the peer leaves (``on_client_disconnected``)."""
+async def run_pipeline(pipeline: Pipeline, transport: BaseTransport, watchdog: CallWatchdog | None = None,
+                       progress: Callable[[], int] = lambda: 0) -> Verdict | None:
+    """Run a call's pipeline until it ends or the peer leaves (``on_client_disconnected``).
+
+    With a ``watchdog``: also until it says the call must end (``progress()``: the call's event
+    count); the pipeline is then cancelled — its task too if it does not stop within
+    ``CANCEL_GRACE_S``, a wedged stage must not keep the call — and the verdict returned.
+    """
     worker = PipelineWorker(pipeline, params=PipelineParams(
         audio_in_sample_rate=PIPELINE_IN_RATE, audio_out_sample_rate=PIPELINE_OUT_RATE),
         enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None, check_dangling_tasks=False)
@@ -61,14 +79,40 @@ async def run_pipeline(pipeline: Pipeline, transport: BaseTransport) -> None:
 
     runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
     await runner.add_workers(worker)
-    await runner.run()
+    if watchdog is None or not watchdog.enabled:
+        await runner.run()
+        return None
+    run = asyncio.ensure_future(runner.run())
+    dog = asyncio.ensure_future(watch(watchdog, progress))
+    try:
+        await asyncio.wait({run, dog}, return_when=asyncio.FIRST_COMPLETED)
+        if run.done():
+            run.result()  # the pipeline's own error, if any
+            return None
+        verdict = dog.result()
+        log.warning("watchdog: %s: ending the call", verdict.detail)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker.cancel(reason=f"watchdog: {verdict.detail}"), CANCEL_GRACE_S)
+        if not (await asyncio.wait({run}, timeout=CANCEL_GRACE_S))[0]:
+            log.error("the pipeline did not stop %.0f s after the watchdog cancelled it: cancelling its task",
+                      CANCEL_GRACE_S)
+            run.cancel()
+        return verdict
+    finally:
+        for task in (run, dog):
+            task.cancel()
+        await asyncio.wait({run, dog}, timeout=CANCEL_GRACE_S)
+        for task in (run, dog):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.debug("%s after the call: %r", task, task.exception())  # retrieved: read or raised above
 
 
 async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, control: CallControl) -> None:
     recorder = CallRecorder(rt.store, info.call_id)
     flow = rt.flows.current  # the call keeps this version even if flows are reloaded meanwhile
     recorder.emit(ev.CallStarted(channel=info.channel, caller=info.caller, called=info.called,
-                                 provider_call_id=info.provider_call_id, flow=flow.name, flow_version=flow.version))
+                                 provider_call_id=info.provider_call_id, flow=flow.name, flow_version=flow.version,
+                                 worker=rt.settings.worker_id))
     rt.active_calls[info.call_id] = info
     started = time.monotonic()
     reason, detail = "caller_hangup", ""
@@ -92,6 +136,26 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         stt.speech_enabled = speech
         flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs,
                                   on_turn_routed=stt.new_turn, keypad_only=not speech)
+        tts = CachedTTS(rt.voice, rt.prompts, timeout_secs=rt.settings.tts_timeout_secs,
+                        fault_text=flow.spec.messages.tts_fault, fault_inject=rt.settings.fault_inject)
+        dog = CallWatchdog(rt.settings.max_call_secs, rt.settings.stuck_call_secs)
+
+        def leave_speech() -> None:
+            """A fault: this call decodes no more speech (and frees its speech admission)."""
+            nonlocal speech
+            if speech:
+                admission.degrade_call()
+            speech = vad.enabled = stt.speech_enabled = False
+
+        @stt.event_handler("on_asr_fault")
+        async def _asr_fault(_stt, fault) -> None:
+            leave_speech()
+            await flow_proc.on_fault("asr", fault.kind, fault.message)
+
+        @tts.event_handler("on_tts_fault")
+        async def _tts_fault(_tts, fault) -> None:
+            leave_speech()
+            await flow_proc.on_fault("tts", fault.kind, fault.message)
 
         @stt.event_handler("on_asr_result")
         async def _asr_result(_stt, result) -> None:
@@ -107,17 +171,24 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
 
         pipeline = Pipeline([
             transport.input(),
+            ActivityProbe(dog),
             VADProcessor(vad_analyzer=vad),
             stt,
             flow_proc,
-            CachedTTS(rt.voice, rt.prompts),
+            tts,
             transport.output(),
         ])
-        await run_pipeline(pipeline, transport)
+        verdict = await run_pipeline(pipeline, transport, dog, progress=lambda: len(recorder.history))
+        _raise_if_cancelled()
 
         final = flow_proc.final_turn
         await _callbacks_from_tickets(rt, recorder)
-        if final is None:
+        if verdict is not None and final is not None:  # the flow had ended it: finish as it said
+            recorder.emit(ev.ErrorEvent(code=f"watchdog_{verdict.reason}", message=verdict.detail, stage="call"))
+        if verdict is not None and final is None:
+            reason, detail = "watchdog", verdict.detail
+            await _forced_end(rt, control, flow, info, recorder, session.node)
+        elif final is None:
             lost = str(getattr(control, "end_reason", "") or "").lower()
             reason = "timeout" if any(m in lost for m in LINE_LOST) else "caller_hangup"
             detail = lost
@@ -126,6 +197,14 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         else:
             reason, detail = "bot_hangup", final.hangup.reason if final.hangup else ""
             await control.hangup(detail)
+    except asyncio.CancelledError as e:  # the worker stops (drain timeout, second SIGTERM: callbot/drain.py)
+        if _caller_left(control):  # the caller had hung up already: the stop only cut the teardown short
+            lost = str(getattr(control, "end_reason", "") or "").lower()
+            reason, detail = ("timeout" if any(m in lost for m in LINE_LOST) else "caller_hangup"), lost
+        else:
+            reason, detail = "error", _cancelled_detail(rt, e)
+            recorder.emit(ev.ErrorEvent(code="worker_shutdown", message=detail, stage="call"))
+        raise
     except Exception as e:
         reason, detail = "error", f"{type(e).__name__}: {e}"
         log.exception("call %s failed", info.call_id)
@@ -142,12 +221,29 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
             recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
 
 
+async def _forced_end(rt: Runtime, control: CallControl, flow, info: CallInfo, recorder: CallRecorder,
+                      node: str) -> None:
+    """The watchdog ended the call: its pre-rendered goodbye when the line still takes audio, then the
+    hang-up, each bounded (the line may be what is stuck); ``call_ended`` follows in any case."""
+    text = flow.spec.messages.forced_end
+    pcm = rt.prompts.get(text) if text else None
+    try:
+        if pcm:
+            recorder.emit(ev.BotSaid(text=text, node=node, cached=True))
+            await asyncio.wait_for(control.play(pcm, rt.prompts.out_rate),
+                                   len(pcm) / 2 / rt.prompts.out_rate + GOODBYE_GRACE_S)
+        await asyncio.wait_for(control.hangup("watchdog"), HANGUP_MAX_S)
+    except Exception as e:  # TimeoutError, a line already gone: the call is over either way
+        log.warning("call %s: the watchdog's goodbye or hang-up did not complete: %s: %s", info.call_id,
+                    type(e).__name__, e)
+
+
 def record_rejected(rt: Runtime, info: CallInfo, status: int, why: str) -> None:
     """A call refused at admission still reached the bot: it is offered, not answered, and ends ``rejected``."""
     recorder = CallRecorder(rt.store, info.call_id)
     recorder.emit(ev.CallStarted(channel=info.channel, caller=info.caller, called=info.called,
                                  provider_call_id=info.provider_call_id, flow=rt.flows.current.name,
-                                 flow_version=rt.flows.current.version))
+                                 flow_version=rt.flows.current.version, worker=rt.settings.worker_id))
     if status in (486, 503):
         recorder.emit(ev.Overload(what="sip_busy", detail=why))
     recorder.emit(ev.CallEnded(reason="rejected", detail=f"{status} {why}"))
@@ -164,6 +260,11 @@ async def resume_call(rt: Runtime, transport: BaseTransport, info: CallInfo, con
         if rt.switchboard is None:
             raise RuntimeError("a call came back for the queue but the switchboard is off")
         reason, detail = await resume(rt.switchboard, control, info, recorder)
+        _raise_if_cancelled()
+    except asyncio.CancelledError as e:
+        reason, detail = "error", _cancelled_detail(rt, e)
+        recorder.emit(ev.ErrorEvent(code="worker_shutdown", message=detail, stage="queue"))
+        raise
     except Exception as e:
         reason, detail = "error", f"{type(e).__name__}: {e}"
         log.exception("resumed call %s failed", info.call_id)
@@ -173,6 +274,29 @@ async def resume_call(rt: Runtime, transport: BaseTransport, info: CallInfo, con
         rt.active_calls.pop(info.call_id, None)
         if detail != HANDED_OFF:
             recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
+
+
+def _caller_left(control: CallControl) -> bool:
+    try:
+        return control.caller_gone.is_set()
+    except Exception:  # a control without a line (tests): not known to have left
+        return False
+
+
+def _raise_if_cancelled() -> None:
+    """pipecat ends a pipeline whose task is cancelled quietly (it returns): the cancellation goes on here,
+    so the call ends as cut by the worker, not as hung up by the caller."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
+def _cancelled_detail(rt: Runtime, e: asyncio.CancelledError) -> str:
+    """The call was ended from outside: why, from the drain (``rt.stopping``) or the cancel message."""
+    why = str(e.args[0]) if e.args and e.args[0] else ""
+    if why.startswith("worker_shutdown"):
+        return why
+    return f"worker_shutdown: {rt.stopping or why or 'cancelled'}"
 
 
 async def _callbacks_from_tickets(rt: Runtime, recorder: CallRecorder) -> None:

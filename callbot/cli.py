@@ -25,7 +25,10 @@ def setup_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings.load(args.config, **({"http_port": args.port} if args.port is not None else {}))
+    overrides = {"http_port": args.port} if args.port is not None else {}
+    if args.worker_id:
+        overrides["worker_id"] = args.worker_id
+    settings = Settings.load(args.config, **overrides)
     setup_logging(settings.log_level)
     from callbot.server import serve
 
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the bot (HTTP, Twilio, SIP)")
     p.add_argument("--port", type=int, help="HTTP port (default: $CALLBOT_HTTP_PORT or 8080)")
+    p.add_argument("--worker-id", help="this worker's name in the registry, the call log and /healthz (default: "
+                   "$CALLBOT_WORKER_ID or <hostname>-<pid>); SIGTERM drains the worker, a second one stops it")
     p.set_defaults(func=_serve)
 
     from callbot.demo_cli import add_subcommands as add_demo_commands

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, SecretStr, field_validator
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Public base URL Twilio reaches (https://bot.example.fr); default: from the request"
     )
+    stream_url: str | None = Field(
+        None, description="public ws(s) base of THIS worker for Twilio media streams when several workers sit "
+        "behind one public URL, e.g. wss://mairie.example.fr/w1 (the proxy strips /w1): the stream reaches the "
+        "worker that accepted the call; webhooks keep public_url. Default: public_url")
     session_cookie_secure: bool = Field(
         False, description="mark the login cookie Secure (browsers then send it over HTTPS only): true behind HTTPS")
 
@@ -68,6 +73,9 @@ class Settings(BaseSettings):
     asr_window_min_s: float = Field(
         0.0, ge=0.0, le=30.0, description="shortest window encoded, padding included (short window; 0 = none)")
     asr_max_concurrent: int = Field(2, ge=1, le=8, description="Whisper decodes run at once; further calls queue")
+    asr_batching: bool = Field(
+        False, description="decode the turns of concurrent calls in one Whisper batch (speech/batcher.py; "
+        "scripts/bench-asr-batch measures it)")
     asr_nice: int = Field(5, ge=0, le=19, description="nice of the Whisper threads: audio pacing first under load")
     max_asr_calls: int = Field(
         10, ge=0, description="calls with speech recognition at once; further calls get the keypad menu (0 = no limit)")
@@ -82,6 +90,24 @@ class Settings(BaseSettings):
         "default: the bundled voices/ (checkout) or its copy in the installed package (callbot/paths.py)")
     preload_models: bool = Field(True, description="load ASR/TTS before accepting calls")
 
+    # --- faults inside a call: deadlines and the watchdog (callbot/faults.py, callbot/watchdog.py)
+    asr_timeout_secs: float = Field(
+        4.0, ge=0.0, le=120.0, description="Whisper deadline, + 0.5 s per second of audio, for the wait for a decode "
+        "slot and again for the decode; past it the caller hears an apology and gets the keypad menu (0 = none)")
+    tts_timeout_secs: float = Field(
+        4.0, ge=0.0, le=120.0, description="synthesis deadline per sentence, + 0.02 s per character; past it (or "
+        "on an error) a pre-rendered apology plays and the caller gets the keypad menu (0 = none)")
+    max_call_secs: float = Field(
+        3600.0, ge=0.0, description="the bot ends a conversation that lasts longer (goodbye, call_ended "
+        "'watchdog'); the wait for an agent has its own limits (0 = off)")
+    stuck_call_secs: float = Field(
+        120.0, ge=0.0, description="the bot ends a call with no audio from the line and no progress for this "
+        "long (0 = off)")
+    fault_inject: str = Field(
+        "", pattern=r"^((asr|tts)_(error|hang)(,(asr|tts)_(error|hang))*)?$",
+        description="TESTS ONLY: make speech recognition or synthesis raise or hang (asr_error, asr_hang, "
+        "tts_error, tts_hang; comma-separated) to exercise the fallbacks")
+
     # --- call behaviour
     flow: Path = Field(default_factory=default_flow, description="flow file; default: the bundled "
                        "flows/mairie.yaml (checkout) or its copy in the installed package (callbot/paths.py)")
@@ -90,6 +116,15 @@ class Settings(BaseSettings):
         description="caller silence that ends a turn that sounds unfinished (nodes can ask for more); "
                     "a finished-sounding sentence ends sooner (flows/endpointing.py)")
     max_calls: int = Field(50, ge=1, description="concurrent calls per process")
+
+    # --- this worker among several on one Redis (callbot/workers.py, callbot/drain.py)
+    worker_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="names this process in the worker registry, the call log and /healthz (`callbot serve "
+        "--worker-id`); unset = <hostname>-<pid>: unique while the process lives, new after a restart")
+    drain_timeout_secs: float = Field(
+        3600.0, ge=0, description="after SIGTERM the worker takes no new call and waits this long for the calls "
+        "in progress (a call may last long); then it ends the rest (BYE, reason in the call log) and exits")
 
     # --- Twilio
     twilio_account_sid: str | None = None
@@ -141,6 +176,25 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
+
+    @field_validator("worker_id", mode="before")
+    @classmethod
+    def _blank_worker_id(cls, v: Any) -> Any:
+        """``CALLBOT_WORKER_ID=`` (blank, as compose files pass an unset variable) = automatic id."""
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("stream_url")
+    @classmethod
+    def _websocket_base(cls, v: str | None) -> str | None:
+        """Twilio connects to ``<stream_url>/twilio/media``: a ws(s) base it can append a path to."""
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError(f"stream_url must be ws://host/... or wss://host/..., got {v!r}")
+        if "?" in v or "#" in v:
+            raise ValueError(f"stream_url must be a base without ?query or #fragment, got {v!r}")
+        return v.rstrip("/")
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":

@@ -36,3 +36,19 @@ class ProtocolError(CallbotError):
     """Malformed input from a telephony peer (websocket message, SIP packet)."""
 
     code = "protocol_error"
+
+
+class StageFault(CallbotError):
+    """A speech stage raised or missed its deadline during a call; the call goes on without it.
+
+    ``stage``: ``asr`` or ``tts``; ``kind``: ``error`` (it raised) or ``timeout`` (deadline);
+    the code says both (``asr_timeout``). Raised by ``SharedWhisper.atranscribe`` and the TTS
+    service, turned into a ``Fault`` event and a fallback by the call (``flow_bridge.py``).
+    """
+
+    code = "stage_fault"
+
+    def __init__(self, message: str, *, stage: str, kind: str) -> None:
+        super().__init__(message, code=f"{stage}_{kind}")
+        self.stage = stage
+        self.kind = kind

@@ -30,6 +30,7 @@ class CallStarted(_Event):
     provider_call_id: str = ""
     flow: str = ""
     flow_version: str = ""
+    worker: str | None = None  # the worker that took the call (callbot/workers.py); None in events stored before
 
 
 class CallAnswered(_Event):
@@ -41,7 +42,8 @@ class CallAnswered(_Event):
 
 class CallEnded(_Event):
     type: Literal["call_ended"] = "call_ended"
-    reason: Literal["bot_hangup", "caller_hangup", "transferred", "error", "timeout", "rejected"]
+    # watchdog: the runtime ended a call that ran past max_call_secs or in which nothing happened (watchdog.py)
+    reason: Literal["bot_hangup", "caller_hangup", "transferred", "error", "timeout", "rejected", "watchdog"]
     detail: str = ""
     duration_s: float = 0.0
 
@@ -234,11 +236,27 @@ class CallbackDone(_Event):
 
 
 class KeypadFallback(_Event):
-    """The call goes on with the keypad menu instead of speech (recogniser over capacity, or asked by the flow)."""
+    """The call goes on with the keypad menu instead of speech (recogniser over capacity, recogniser or
+    synthesis failing: ``*_fault``, see ``Fault``)."""
 
     type: Literal["keypad_fallback"] = "keypad_fallback"
-    reason: Literal["asr_capacity", "asr_busy"] = "asr_capacity"
+    reason: Literal["asr_capacity", "asr_busy", "asr_fault", "tts_fault"] = "asr_capacity"
     detail: str = ""
+
+
+class Fault(_Event):
+    """A speech stage raised or missed its deadline during the call; the call went on without it.
+
+    ``action``: where the call went — the keypad menu, a person (the flow has no keypad menu),
+    or nowhere new (``none``: the call was already ending, or already on that fallback).
+    ``detail`` never holds what the caller said or the prompt's text (personal data).
+    """
+
+    type: Literal["fault"] = "fault"
+    stage: Literal["asr", "tts"]
+    kind: Literal["error", "timeout"]
+    detail: str = ""
+    action: Literal["keypad", "agent", "none"] = "keypad"
 
 
 class Overload(_Event):
@@ -278,6 +296,7 @@ CallEvent = Annotated[
         CallbackDone,
         KeypadFallback,
         Overload,
+        Fault,
     ],
     Field(discriminator="type"),
 ]

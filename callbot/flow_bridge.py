@@ -17,7 +17,9 @@ transcript replaces the partial one.
 
 Degraded (keypad) mode, when the process is beyond its speech-recognition capacity
 (``admission.py``): the call is still answered at once, with pre-rendered prompts, on
-the flow's keypad menu; caller speech is ignored.
+the flow's keypad menu (``fallback.py``); caller speech is ignored. The same mode takes a
+call whose recogniser or synthesis fails (``on_fault``): an apology, then the keypad menu,
+never dead air.
 
 Timing (server side) is measured here too: end of caller speech -> first bot
 audio, for speech and keypad turns, recorded as ``TurnLatency`` events.
@@ -47,6 +49,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callbot import events as ev
+from callbot.fallback import has_keypad_menu, keypad_turn
 from callbot.flows.endpointing import wait_secs
 from callbot.flows.types import FlowSession, Listen, Turn
 from callbot.recorder import CallRecorder
@@ -95,6 +98,7 @@ class FlowProcessor(FrameProcessor):
         self._on_turn_routed = on_turn_routed  # tells the recogniser a new turn starts
         self._endpoint_task: asyncio.Task | None = None
         self.keypad_only = keypad_only
+        self._fallback_unanswered = False  # the fallback menu was offered and the caller has not acted since
 
     # ------------------------------------------------------------------ frames
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -223,15 +227,39 @@ class FlowProcessor(FrameProcessor):
         """Speech recognition is over capacity: go on with this call on the keypad menu."""
         if self.keypad_only or self.final_turn is not None:
             return
+        self.recorder.emit(ev.Overload(what="asr_busy", detail="speech recognition over capacity during the call"))
+        await self._to_keypad("asr_busy", "speech recognition over capacity")
+
+    async def on_fault(self, stage: str, kind: str, detail: str) -> None:
+        """The recogniser or the synthesis raised or missed its deadline: never leave the caller in silence.
+
+        ASR: the flow's ``asr_fault`` apology, then the keypad menu (or a person when the flow has
+        none), all pre-rendered; the call stays on the keypad (speech is not decoded any more, so
+        it cannot fail again). TTS: the TTS service has already played the ``tts_fault`` apology in
+        place of the prompt; the caller gets the keypad menu, whose prompts are pre-rendered. A
+        fault while the call is ending, or again before the caller has acted on the menu just
+        offered, is recorded and changes nothing.
+        """
+        if (self.final_turn is not None or (stage == "asr" and self.keypad_only)
+                or (stage == "tts" and self._fallback_unanswered)):
+            self.recorder.emit(ev.Fault(stage=stage, kind=kind, detail=detail, action="none"))
+            return
+        action = "keypad" if has_keypad_menu(self.session) else "agent"
+        self.recorder.emit(ev.Fault(stage=stage, kind=kind, detail=detail, action=action))
+        # the TTS apology is already queued for playback: an interruption would cut it
+        await self._to_keypad(f"{stage}_fault", detail, lead="asr_fault" if stage == "asr" else None,
+                              interrupt=stage == "asr")
+
+    async def _to_keypad(self, reason: str, detail: str, *, lead: str | None = None, interrupt: bool = True) -> None:
         self.keypad_only = True
         self._cancel_endpoint()
         self._pending_text, self._pending_asr_ms = [], 0.0
-        self.recorder.emit(ev.Overload(what="asr_busy", detail="speech recognition over capacity during the call"))
-        self.recorder.emit(ev.KeypadFallback(reason="asr_busy", detail="speech recognition over capacity"))
-        if self._bot_speaking:
+        self.recorder.emit(ev.KeypadFallback(reason=reason, detail=detail))
+        if interrupt and self._bot_speaking:
             await self.broadcast_interruption()
             self._bot_speaking = False
-        await self._apply(keypad_turn(self.session))
+        self._fallback_unanswered = True
+        await self._apply(keypad_turn(self.session, lead=lead))
 
     async def _on_digit(self, digit: str) -> None:
         if self.final_turn is not None:
@@ -279,6 +307,7 @@ class FlowProcessor(FrameProcessor):
 
     # ------------------------------------------------------------------ turns
     async def _route(self, step: Callable[[], Turn]) -> None:
+        self._fallback_unanswered = False
         t0 = time.perf_counter()
         try:
             turn = step()
@@ -345,18 +374,6 @@ class FlowProcessor(FrameProcessor):
         self._cancel_digit_timer()
         self._cancel_endpoint()
         await super().cleanup()
-
-
-def keypad_turn(session: FlowSession, *, first: bool = False) -> Turn:
-    """The flow's keypad menu, introduced by its "use your keypad" message (all pre-rendered);
-    ``first``: the call starts here, so the AI disclosure comes first, as in ``start()``."""
-    flow = getattr(session, "flow", None)
-    goto = getattr(session, "_goto", None)
-    if flow is None or goto is None:  # another FlowSession implementation: its own start
-        return session.start()
-    out: list = session.opening() if first else []
-    session.say(out, flow.spec.messages.offer_menu)
-    return goto(flow.settings.main_menu, out, [])
 
 
 def _asr_ms(frame: TranscriptionFrame) -> float | None:

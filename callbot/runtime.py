@@ -63,3 +63,4 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())  # local time (settings.clock)
     active_calls: dict[str, "CallInfo"] = field(default_factory=dict)
     ready: bool = False
+    stopping: str = ""  # why the worker is ending the calls in progress now (callbot/drain.py); "" while it is not

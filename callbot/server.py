@@ -3,6 +3,10 @@
 One aiohttp application serves the Twilio webhooks and media websocket, the
 JSON API and (later) the dashboards. Models are loaded before the server
 accepts calls; ``GET /healthz`` answers 200 once they are.
+
+Each process is one worker among possibly several on one Redis (``callbot/workers.py``:
+its id goes on every call, its record in the worker registry); SIGTERM drains it
+(``callbot/drain.py``) instead of cutting calls.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from aiohttp import web
 
 from callbot.call import record_rejected, resume_call, run_call
 from callbot.config import Settings
+from callbot.drain import DRAIN, Drain
+from callbot.orphans import OrphanSweeper
 from callbot.osthreads import name_thread
 from callbot.privacy import Retention
 from callbot.redis_server import RedisServer
@@ -30,6 +36,8 @@ from callbot.stats.rollup import Rollups
 from callbot.telephony import twilio
 from callbot.web import api, console, dashboard, stats_api
 from callbot.web.auth import accounts_on, redis_secret, setup_auth
+from callbot.workers import DRAINING, WORKER, Worker, WorkerRegistry, default_worker_id
+from callbot.workers import setup_routes as setup_worker_routes
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +67,15 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
 
 
 def create_app(settings: Settings) -> web.Application:
+    if not settings.worker_id:  # every call names its worker: one id per process, set before anything uses it
+        settings = settings.model_copy(update={"worker_id": default_worker_id()})
     app = web.Application(client_max_size=1 << 20)
+    worker = app[WORKER] = Worker(settings.worker_id, http_port=settings.http_port)
+    drain = app[DRAIN] = Drain(worker, settings.drain_timeout_secs)
 
     async def on_call(transport, info, control) -> None:
-        await run_call(app[api.RUNTIME], transport, info, control)
+        with drain.call():
+            await run_call(app[api.RUNTIME], transport, info, control)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis_server = None
@@ -87,6 +100,15 @@ def create_app(settings: Settings) -> web.Application:
             await consumer.start()
             await retention.start()
             sip = await _start_sip(settings, on_call, lambda info, status, why: record_rejected(rt, info, status, why))
+            worker.sip_port = sip.port if sip is not None else None
+            worker.active_calls = lambda: calls_in_progress(rt, sip)
+            if sip is not None:
+                worker.on_state(lambda state: sip.set_draining(state == DRAINING))
+
+            def stopping(why: str) -> None:  # a call cut by the drain records why (call.py)
+                rt.stopping = why
+
+            drain.on_force.append(stopping)
             webhook = None
             if settings.ticket_webhook_url:
                 from callbot.ticket_webhook import TicketWebhook
@@ -94,10 +116,18 @@ def create_app(settings: Settings) -> web.Application:
                 webhook = TicketWebhook(store.redis, settings.ticket_webhook_url)
                 await webhook.start()
             rt.ready = True
+            registry = WorkerRegistry(store.redis, worker)
+            await registry.start()
+            orphans = OrphanSweeper(store, worker.id)  # calls left open by a worker that died
+            await orphans.start()
+            log.info("worker %s serving (pid %d, HTTP port %s, SIP port %s)", worker.id, worker.pid,
+                     settings.http_port, worker.sip_port)
             control = _install_reload(rt)
             try:
                 yield
             finally:
+                await orphans.stop()
+                await registry.stop()
                 control.cancel()
                 await asyncio.gather(control, return_exceptions=True)
                 await consumer.stop()
@@ -114,12 +144,14 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(runtime_ctx)
     api.setup_routes(app)
+    setup_worker_routes(app)  # /api/workers
     console.setup_routes(app)  # /console, its /api/console/*, /api/queue, /api/callbacks, /static/
     dashboard.setup_routes(app)  # /dashboard, /dashboard/calls/{id}, /api/calls/search, /api/calls.csv, /api/stats.csv
     stats_api.setup_routes(app)  # /api/stats, /api/live, /metrics
 
     async def on_resume(transport, info, control) -> None:
-        await resume_call(app[api.RUNTIME], transport, info, control)
+        with drain.call():
+            await resume_call(app[api.RUNTIME], transport, info, control)
 
     async def on_dial_result(call_id: str, status: str, duration_s: float) -> None:
         from callbot.switchboard.handover import provider_dial_result
@@ -132,6 +164,15 @@ def create_app(settings: Settings) -> web.Application:
     setup_auth(app, accounts_on(lambda a: a[api.RUNTIME].store.redis), secret_getter=redis_secret,
                cookie_secure=settings.session_cookie_secure)
     return app
+
+
+def calls_in_progress(rt: Runtime, sip) -> int:
+    """Calls this worker is on: those in the pipeline (``rt.active_calls``) plus SIP calls still being
+    answered or hung up (``sip.active_calls``), each counted once."""
+    if sip is None:
+        return len(rt.active_calls)
+    in_pipeline = {i.provider_call_id for i in rt.active_calls.values() if i.channel == "sip"}
+    return len(rt.active_calls) + sum(1 for c in sip.active_calls if c.meta.sip_call_id not in in_pipeline)
 
 
 async def _start_sip(settings: Settings, on_call, on_rejected=None):
@@ -199,13 +240,42 @@ def pid_file(settings: Settings) -> Path:
 
 
 def serve(settings: Settings) -> None:
+    """Run until stopped: SIGTERM or SIGINT drains (``callbot/drain.py``), a second one stops at once."""
     name_thread("callbot")  # the event loop's thread; threads started from it inherit the name
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pid_path = pid_file(settings)
     pid_path.write_text(str(os.getpid()))
     try:
-        web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
-                    print=lambda *_: log.info("listening on http://%s:%s", settings.http_host, settings.http_port),
-                    access_log=None, handle_signals=True)
+        asyncio.run(_serve(settings))
     finally:
         pid_path.unlink(missing_ok=True)
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    drain = app[DRAIN]
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    main = asyncio.current_task()
+    serving = False
+
+    def on_signal(name: str) -> None:
+        if serving:
+            drain.request(name)
+        elif main is not None and not main.cancelling():
+            log.warning("%s during start-up: stopping", name)
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await runner.setup()  # the runtime: Redis, models, SIP (cleanup_ctx)
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        log.info("listening on http://%s:%s", settings.http_host, settings.http_port)
+        serving = True
+        await drain.wait()
+    except asyncio.CancelledError:
+        log.warning("stopped before serving")
+    finally:
+        await runner.cleanup()  # SIP stack down, events flushed to Redis, registry record removed
+        log.warning("worker %s stopped", app[WORKER].id)

@@ -4,14 +4,19 @@
 single writer task drains into Redis in batches (one MULTI/EXEC each). When
 Redis is unreachable the writer keeps the batch, backs off and retries, so a
 Redis restart loses nothing (up to ``buffer_max`` pending events; beyond that
-the oldest are dropped with an ERROR log, never silently).
+the oldest are dropped with an ERROR log, never silently). Nor does it write
+anything twice: a batch whose transaction reached Redis but whose reply was
+lost (Redis killed right after applying it, a reply slower than the socket
+timeout) must not be written again, so each transaction also records its batch
+number under ``writer:{id}``, and a retry first checks whether it is there.
 
 Layout (prefix ``callbot:``):
 - ``events``            global stream (XADD), for stats and live views
 - ``calls``             sorted set call_id -> start time (recent-calls index)
-- ``call:{id}``         hash: summary of the call (channel, caller, last node, end reason…)
+- ``call:{id}``         hash: summary of the call (channel, caller, worker, last node, end reason…)
 - ``call:{id}:events``  list of the call's events (JSON)
 - ``tickets`` / ``ticket:{id}``  reports created by flows
+- ``writer:{id}``       number of the last batch this process's writer applied (see above)
 - channel ``live``      pub/sub of every event (dashboards)
 """
 
@@ -21,6 +26,7 @@ import asyncio
 import collections
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 
 P = "callbot:"
 STREAM_MAXLEN = 1_000_000
+BATCH_MAX = 200
+WRITER_KEY_TTL_S = 30 * 86400  # outlives any outage a buffered batch can wait through
 
 
 class EventStore:
@@ -44,6 +52,10 @@ class EventStore:
         self.retention_s = retention_days * 86400
         self.buffer_max = buffer_max
         self._pending: collections.deque[ev._Event] = collections.deque()
+        self._inflight: list[ev._Event] = []  # the batch being written: a retry writes exactly these
+        self._batch_seq = 0
+        self._unsure = False  # the last attempt failed: it may have been applied all the same
+        self._writer_key = f"{P}writer:{uuid.uuid4().hex}"
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -76,7 +88,7 @@ class EventStore:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._inflight)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is in Redis; False on timeout."""
@@ -96,38 +108,48 @@ class EventStore:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._pending:
-            log.error("closing the store with %d events not written", len(self._pending))
+        if self.pending:
+            log.error("closing the store with %d events not written", self.pending)
         await self.redis.aclose()
 
     async def _writer(self) -> None:
         backoff = 0.05
         while not self._closing:
-            if not self._pending:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [self._pending[i] for i in range(min(len(self._pending), 200))]
+            if not self._inflight:
+                if not self._pending:
+                    self._idle.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                self._inflight = [self._pending.popleft() for _ in range(min(len(self._pending), BATCH_MAX))]
+                self._batch_seq += 1
             try:
-                await self._write(batch)
+                if not (self._unsure and await self._applied()):
+                    await self._write(self._inflight)
             except (RedisError, OSError) as e:
+                self._unsure = True
                 if self.redis_ok:
-                    log.error("Redis unavailable (%s): buffering %d events and retrying", e, len(self._pending))
+                    log.error("Redis unavailable (%s): buffering %d events and retrying", e, self.pending)
                 self.redis_ok = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            for _ in batch:
-                if self._pending:
-                    self._pending.popleft()
+            self._inflight = []
+            self._unsure = False
             if not self.redis_ok:
                 log.warning("Redis is back: buffered events written")
             self.redis_ok = True
             backoff = 0.05
 
+    async def _applied(self) -> bool:
+        """Did the last failed attempt reach Redis after all (its transaction recorded the batch number)?"""
+        return await self.redis.get(self._writer_key) == str(self._batch_seq)
+
     async def _write(self, batch: list[ev._Event]) -> None:
+        # One attempt, one transaction: the client does not retry it by itself (no ``retry`` on the
+        # connection), the writer does, after ``_applied``.
         pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._writer_key, self._batch_seq, ex=WRITER_KEY_TTL_S)
         for e in batch:
             data = e.model_dump_json()
             key = f"{P}call:{e.call_id}"
@@ -187,9 +209,12 @@ class EventStore:
 def _summary_update(e: ev._Event) -> dict[str, str]:
     """Fields of the call's summary hash that this event changes."""
     if isinstance(e, ev.CallStarted):
-        return {"channel": e.channel, "caller": e.caller, "called": e.called, "started": str(e.ts),
+        meta = {"channel": e.channel, "caller": e.caller, "called": e.called, "started": str(e.ts),
                 "provider_call_id": e.provider_call_id, "flow": e.flow, "flow_version": e.flow_version,
                 "status": "in_progress"}
+        if e.worker:
+            meta["worker"] = e.worker
+        return meta
     if isinstance(e, ev.CallAnswered):
         return {"answered": str(e.ts)}
     if isinstance(e, ev.CallEnded):

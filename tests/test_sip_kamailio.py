@@ -1,6 +1,6 @@
 """Two callbot SIP workers behind Kamailio (Debian package, dispatcher module), loopback only.
 
-Kamailio runs the config shipped in ``tests/sip/kamailio/kamailio.cfg`` (round robin,
+Kamailio runs the production config ``deploy/kamailio/kamailio.cfg`` (round robin,
 Record-Route, OPTIONS probing every second, failover on timeout); the workers are the
 tone test bot in two processes (``python -m callbot_testing.sip_testbot``). sipp calls
 the proxy with the proxy-aware scenarios (``rrs="true"``, ``[next_url]``, ``[routes]``).

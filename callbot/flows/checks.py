@@ -19,6 +19,7 @@ TEMPLATE = re.compile(r"\{([^{}]*)\}")
 KEY = re.compile(r"^[0-9*]{1,4}$")
 SPECIAL_TARGETS = ("repeat", "back")
 RUNTIME_VARS = {"value", "caller", "urgence_numero", "urgence_service"}
+MAX_SILENT_RUN = 39  # the engine walks at most MAX_HOPS (40) nodes per turn: 39 silent ones and a listening one
 
 
 def as_list(prompts: str | list[str]) -> list[str]:
@@ -105,7 +106,14 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
 
     slots = {n.slot for n in nodes.values() if isinstance(n, CollectNode)}
     slots |= {k for n in nodes.values() if isinstance(n, SayNode) for k in n.set}
-    known_vars = RUNTIME_VARS | slots | {f"town.{k}" for k in spec.town} | {f"hours.{k}" for k in spec.hours}
+    static_vars = {f"town.{k}" for k in spec.town} | {f"hours.{k}" for k in spec.hours}
+    known_vars = RUNTIME_VARS | slots | static_vars
+    for name in ("disclosure", "recording_notice"):  # said before anything is known about the call
+        for var in TEMPLATE.findall(getattr(spec.settings, name) or ""):
+            if var not in static_vars:
+                problems.append(f"{at('settings', name)}: settings.{name} may only use {{town.*}} and {{hours.*}} "
+                                f"values (it is said before anything is known about the call); '{{{var}}}' is "
+                                f"not one{suggest(var, static_vars)}")
 
     for nid, node in nodes.items():
         for field, target in targets(node):
@@ -165,27 +173,46 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
 
 
 def _silent_loops(spec: FlowSpec, at) -> list[str]:
-    """A cycle of say/goto/condition/ticket nodes would spin forever without hearing the caller."""
+    """A cycle of say/goto/condition/ticket nodes would spin forever without hearing the caller, and
+    the engine gives up on a run longer than ``MAX_SILENT_RUN`` (a walk, not recursion: a flow may
+    chain thousands of nodes)."""
     silent = {n for n, node in spec.nodes.items() if isinstance(node, (SayNode, GotoNode, ConditionNode, TicketNode))}
-    state: dict[str, int] = {}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    longest: dict[str, int] = {}  # silent nodes in a row from here (cycles aside)
     found: list[str] = []
 
-    def visit(nid: str, path: list[str]) -> None:
-        state[nid] = 1
-        for _, t in targets(spec.nodes[nid]):
-            if t not in silent:
-                continue
-            if state.get(t) == 1:
-                cycle = path[path.index(t):] + [t] if t in path else [nid, t]
-                found.append(f"{at('nodes', t)}: nodes {' -> '.join(cycle)} loop without ever listening; "
-                             "route one of them to an ask, menu or collect node")
-            elif t not in state:
-                visit(t, path + [t])
-        state[nid] = 2
+    def silent_targets(nid: str) -> list[str]:
+        return [t for _, t in targets(spec.nodes[nid]) if t in silent]
 
-    for nid in sorted(silent):
-        if nid not in state:
-            visit(nid, [nid])
+    for root in sorted(silent):
+        if root in state:
+            continue
+        state[root] = 1
+        path, todo = [root], [iter(silent_targets(root))]
+        while todo:
+            nid = path[-1]
+            for t in todo[-1]:
+                if state.get(t) == 1:
+                    cycle = path[path.index(t):] + [t]
+                    shown = cycle if len(cycle) <= 8 else cycle[:4] + [f"… ({len(cycle) - 6} more)"] + cycle[-2:]
+                    found.append(f"{at('nodes', t)}: nodes {' -> '.join(shown)} loop without ever listening; "
+                                 "route one of them to an ask, menu or collect node")
+                elif t not in state:
+                    state[t] = 1
+                    path.append(t)
+                    todo.append(iter(silent_targets(t)))
+                    break
+            else:
+                state[nid] = 2
+                longest[nid] = 1 + max((longest.get(t, 0) for t in silent_targets(nid)), default=0)
+                path.pop()
+                todo.pop()
+    if not found and longest:
+        head = max(sorted(longest), key=longest.__getitem__)
+        if longest[head] > MAX_SILENT_RUN:
+            found.append(f"{at('nodes', head)}: {longest[head]} say/goto/condition/ticket nodes in a row from "
+                         f"'{head}' without listening, more than {MAX_SILENT_RUN}; put an ask, menu or collect "
+                         "node among them")
     return found
 
 

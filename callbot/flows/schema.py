@@ -189,6 +189,11 @@ class Messages(_Model):
     yes_no: str = "Répondez simplement par oui ou par non."
     confirm_retry: str = "D'accord, recommençons."
     repeat_nothing: str = "Je vous écoute."
+    # said when speech recognition or synthesis fails during a call (pre-rendered, like every message), and
+    # by the watchdog that ends a call gone wrong (callbot/faults.py, callbot/watchdog.py)
+    asr_fault: str = "Excusez-moi, je n'ai pas pu vous entendre."
+    tts_fault: str = "Excusez-moi, je ne peux pas vous répondre de vive voix pour le moment."
+    forced_end: str = "Excusez-moi, je dois mettre fin à cet appel. Au revoir."
 
 
 class Settings(_Model):

@@ -24,6 +24,9 @@ decides *what* to decode and *when*:
 - Admission: with ``speech_enabled`` False (keypad mode) nothing is decoded; when the
   process's decode queue is full (``AsrAdmission.admit_decode``) the segment is not
   queued and ``on_asr_busy`` fires, so the flow moves the call to the keypad menu.
+- Faults: a decode that raises or misses its deadline (``SharedWhisper.atranscribe``,
+  ``callbot/faults.py``) fires ``on_asr_fault`` with the ``StageFault`` and stops decoding
+  for this call: the flow apologises and goes on on the keypad menu, never in silence.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from callbot.constants import PIPELINE_IN_RATE
+from callbot.errors import StageFault
 from callbot.flows.endpointing import EARLY_SECS
 from callbot.logsafe import safe
 from callbot.speech.asr import AsrResult, SharedWhisper
@@ -97,6 +101,7 @@ class WhisperSTT(SegmentedSTTService):
         self._language = Language(shared.language) if shared.language in Language._value2member_map_ else None
         self._register_event_handler("on_asr_result")
         self._register_event_handler("on_asr_busy")
+        self._register_event_handler("on_asr_fault")
         self.speech_enabled = True
         self._turn = 0
         self._turn_audio = bytearray()
@@ -229,6 +234,16 @@ class WhisperSTT(SegmentedSTTService):
         await self.emit_stt_usage_metrics()
         await self._segment_queue.put(pcm)
 
+    async def _fault(self, fault: StageFault) -> None:
+        """Whisper raised or missed its deadline: no more decoding for this call (the flow
+        takes it to the keypad menu), and the call is told once."""
+        if not self.speech_enabled:
+            return
+        self.speech_enabled = False
+        self._drop_early()
+        log.warning("call leaves speech recognition: %s", fault)
+        await self._call_event_handler("on_asr_fault", fault)
+
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         if self.sample_rate != PIPELINE_IN_RATE:
             yield ErrorFrame(f"WhisperSTT needs {PIPELINE_IN_RATE} Hz input, got {self.sample_rate} Hz")
@@ -236,6 +251,10 @@ class WhisperSTT(SegmentedSTTService):
         turn, segments, seq = (getattr(audio, "turn", self._turn), getattr(audio, "segments", 1),
                                getattr(audio, "seq", self._seq))
         early: asyncio.Task[AsrResult] | None = getattr(audio, "early", None)
+        if not self.speech_enabled:  # queued before the call left speech (busy, fault): nobody reads it now
+            if early is not None:
+                self._release(early)
+            return
         if seq < self._seq and turn == self._turn and self._turn_segments > segments:
             if early is not None:
                 self._release(early)
@@ -264,6 +283,9 @@ class WhisperSTT(SegmentedSTTService):
                     return
                 finally:
                     self._left_queue(decode)
+        except StageFault as fault:
+            await self._fault(fault)
+            return
         finally:
             await self.stop_processing_metrics()
         res.turn, res.segments = turn, segments

@@ -3,8 +3,9 @@
 Every worker runs one consumer of the group ``stats``; Redis gives each stream entry to one
 of them, so a city's workers share the counting and any of them answers ``/api/stats``.
 Entries are acknowledged after they are counted; a worker that dies leaves its pending
-entries to be claimed by another after ``CLAIM_IDLE_MS`` (``XAUTOCLAIM``); the rollups'
-``done:`` markers make a replay harmless.
+entries to be claimed by another after ``CLAIM_IDLE_MS`` (``XAUTOCLAIM``); a worker that
+only lost Redis for a while counts its own pending entries again as soon as it is back
+(``XREADGROUP`` from ``0``); the rollups' ``done:`` markers make a replay harmless.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class StatsConsumer:
         self.block_ms = block_ms
         self.calls_counted = 0
         self.errors = 0
+        self._recover = True  # (re)read the entries delivered to this consumer and not acknowledged
         self._task: asyncio.Task | None = None
 
     async def ensure_group(self) -> None:
@@ -49,16 +51,40 @@ class StatsConsumer:
 
     async def run_once(self) -> int:
         """Count everything new (and anything pending for too long); returns the calls counted."""
-        await self.ensure_group()
         before = self.calls_counted
-        await self._claim_stale()
+        try:
+            await self.ensure_group()
+            if self._recover:
+                await self._own_pending()
+                self._recover = False
+            await self._claim_stale()
+            while True:
+                batch = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=BATCH)
+                entries = batch[0][1] if batch else []
+                if not entries:
+                    break
+                await self._handle(entries)
+        except (RedisError, OSError):
+            self._recover = True
+            raise
+        return self.calls_counted - before
+
+    async def _own_pending(self) -> None:
+        """Entries this consumer was given but did not acknowledge (Redis failed mid-count): now, not
+        after ``CLAIM_IDLE_MS``."""
+        start = "0"
         while True:
-            batch = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=BATCH)
+            batch = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: start}, count=BATCH)
             entries = batch[0][1] if batch else []
             if not entries:
-                break
-            await self._handle(entries)
-        return self.calls_counted - before
+                return
+            live = [e for e in entries if e[1]]
+            if live:
+                await self._handle(live)
+            gone = [e[0] for e in entries if not e[1]]  # deleted from the stream since (privacy)
+            if gone:
+                await self.redis.xack(STREAM, GROUP, *gone)
+            start = entries[-1][0]
 
     async def _claim_stale(self) -> None:
         start = "0-0"
@@ -116,6 +142,7 @@ class StatsConsumer:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as e:
+                self._recover = True
                 log.warning("stats consumer: Redis unavailable (%s); retrying", e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

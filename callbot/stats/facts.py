@@ -232,7 +232,7 @@ def outcome_of(f: CallFacts) -> Outcome:
         return "callback"
     if f.queue_abandoned:
         return "queue_abandoned"
-    if f.end_reason == "error":
+    if f.end_reason in ("error", "watchdog"):  # watchdog: a call gone wrong, ended by the runtime
         return "error"
     if f.handoff:
         return "agent_unreached"

@@ -9,7 +9,9 @@ Layout (prefix ``callbot:stats:``):
 - ``h:{YYYYMMDDHH}``, ``d:{YYYYMMDD}`` (+ ``:s:{service}``)  counters (HINCRBYFLOAT); day buckets also
   hold ``hour:{HH}:offered`` for the volume-by-hour chart
 - ``services``            the services seen
-- ``done:{call_id}``      the call is counted (idempotence: a replayed stream adds nothing twice)
+- ``done:{call_id}``      the call is counted (idempotence: a replayed stream adds nothing twice); set in
+                          the same transaction as the counters, so a count cut short by a Redis failure
+                          leaves neither and is simply done again
 - ``contained:{hash}``    last contained call of a caller (24 h): a new call from the same number
                           within 24 h adds ``repeat_after_contained`` to that call's buckets
 - ``nomatch:{YYYYMMDD}``  what callers said that the flow did not understand (sorted set, text -> count;
@@ -27,6 +29,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Literal
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from callbot import events as ev
 from callbot.stats.counters import REPEAT_AFTER_CONTAINED, callback_done_counters, counters
@@ -96,15 +99,36 @@ class Rollups:
 
     # ---- writing
     async def add_call(self, events: list[ev._Event]) -> CallFacts | None:
-        """Count one ended call (idempotent); None when it was counted already or has no start."""
+        """Count one ended call (idempotent); None when it was counted already or has no start.
+
+        The ``done`` marker, the counters and the repeat rule are one transaction (WATCH on the
+        marker and the caller's last contained call): a Redis failure in the middle leaves nothing,
+        a transaction applied whose reply was lost is seen as counted on the next try."""
         if not any(isinstance(e, ev.CallStarted) for e in events):
             return None
         f = call_facts(events, short_abandon_s=self.short_abandon_s)
-        if not await self.redis.set(f"{P}done:{f.call_id}", "1", nx=True, ex=DONE_TTL_S):
-            return None
+        done = f"{P}done:{f.call_id}"
+        contained = f"{P}contained:{f.caller_hash}" if f.caller_hash else None
+        for _ in range(10):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(done, *([contained] if contained else []))
+                if await pipe.exists(done):
+                    return None
+                prior = await pipe.get(contained) if contained else None
+                pipe.multi()
+                pipe.set(done, "1", ex=DONE_TTL_S)
+                self._count_ops(pipe, f)
+                self._repeat_ops(pipe, f, prior)
+                try:
+                    await pipe.execute()
+                except WatchError:  # another worker counted this call or this caller's last one; or the
+                    continue  # line broke (applied or not): look again
+                return f
+        raise WatchError(f"could not count call {f.call_id}: its keys keep changing")
+
+    def _count_ops(self, pipe, f: CallFacts) -> None:
         t = local(f.started, self.tz)
         incr = counters(f, sl_threshold_s=self.sl_threshold_s)
-        pipe = self.redis.pipeline(transaction=True)
         for key in self._keys(t, f.service):
             for name, value in incr.items():
                 if value:
@@ -119,9 +143,6 @@ class Rollups:
                 pipe.zincrby(nm, 1, text[:200])
             pipe.zremrangebyrank(nm, 0, -(NOMATCH_PER_DAY + 1))
             pipe.expire(nm, self.retention_s)
-        await pipe.execute()
-        await self._repeat_rule(f)
-        return f
 
     def _keys(self, t: datetime, service: str) -> list[str]:
         keys = [hour_key(t), day_key(t)]
@@ -129,39 +150,47 @@ class Rollups:
             keys += [hour_key(t, service), day_key(t, service)]
         return keys
 
-    async def _repeat_rule(self, f: CallFacts) -> None:
-        """Containment needs "no new call from the same number within 24 h": settle the caller's last one."""
+    def _repeat_ops(self, pipe, f: CallFacts, raw: str | None) -> None:
+        """Containment needs "no new call from the same number within 24 h": settle the caller's last one
+        (``raw``: the caller's ``contained`` record, read under WATCH)."""
         if not f.caller_hash:
             return
         key = f"{P}contained:{f.caller_hash}"
-        raw = await self.redis.get(key)
         if raw:
             prior = json.loads(raw)
             if prior["call_id"] != f.call_id and 0 < f.started - prior["started"] <= REPEAT_WINDOW_S:
                 t = local(prior["started"], self.tz)
-                pipe = self.redis.pipeline(transaction=True)
                 for k in self._keys(t, prior.get("service", "")):
                     pipe.hincrbyfloat(k, REPEAT_AFTER_CONTAINED, 1)
                 pipe.delete(key)
-                await pipe.execute()
         if f.outcome == "resolved_by_bot":  # (compared by start times: a replayed history counts the same)
-            await self.redis.set(key, json.dumps({"call_id": f.call_id, "started": f.started,
-                                                  "service": f.service}), ex=int(2 * REPEAT_WINDOW_S))
+            pipe.set(key, json.dumps({"call_id": f.call_id, "started": f.started, "service": f.service}),
+                     ex=int(2 * REPEAT_WINDOW_S))
 
     async def add_callback_done(self, event: ev.CallbackDone) -> None:
         """A callback closed by an agent counts in the buckets of the call that asked for it."""
         # "done" counts once per request (an agent may press it twice); each "no answer" is an attempt
+        # (marker and counters in one transaction, as in ``add_call``)
         marker = f"{P}done:cb:{event.callback_id}" + ("" if event.outcome == "done" else f":{event.ts}")
-        if not await self.redis.set(marker, "1", nx=True, ex=DONE_TTL_S):
-            return
         started = await self.redis.hget(f"callbot:call:{event.call_id}", "started")
         service = await self.redis.hget(f"callbot:call:{event.call_id}", "service") or ""
         t = local(float(started) if started else event.ts, self.tz)
-        pipe = self.redis.pipeline(transaction=True)
-        for key in self._keys(t, service):
-            for name, value in callback_done_counters(event.outcome).items():
-                pipe.hincrbyfloat(key, name, value)
-        await pipe.execute()
+        for _ in range(10):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(marker)
+                if await pipe.exists(marker):
+                    return
+                pipe.multi()
+                pipe.set(marker, "1", ex=DONE_TTL_S)
+                for key in self._keys(t, service):
+                    for name, value in callback_done_counters(event.outcome).items():
+                        pipe.hincrbyfloat(key, name, value)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return
+        raise WatchError(f"could not count callback {event.callback_id}: its marker keeps changing")
 
     # ---- reading
     def here(self, t: datetime) -> datetime:

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import audioop
-import base64
 import hashlib
 import inspect
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.audio.dtmf.types import KeypadEntry
+from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
@@ -50,8 +49,10 @@ from callbot.telephony.twilio_line import (  # noqa: F401 - re-exported, the mod
     pop_after_stream,
     store_after_stream,
 )
+from callbot.telephony.twilio_messages import MediaStreamError, StreamMessage, parse_message
 from callbot.telephony.websocket import AiohttpWebsocketTransport, WebsocketParams
 from callbot.web import api
+from callbot.workers import WORKER
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,15 @@ def _xml(response: VoiceResponse) -> web.Response:
     return web.Response(text=str(response), content_type="application/xml")
 
 
-def _stream_response(base: str, form: dict[str, str], params: dict[str, str] | None = None) -> VoiceResponse:
-    """``<Connect action=/twilio/after><Stream url=wss://…/twilio/media>`` + ``params`` and the caller's ids."""
-    ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+def _stream_response(base: str, form: dict[str, str], params: dict[str, str] | None = None, *,
+                     stream_base: str | None = None) -> VoiceResponse:
+    """``<Connect action=/twilio/after><Stream url=wss://…/twilio/media>`` + ``params`` and the caller's ids.
+
+    ``stream_base`` (``settings.stream_url``, e.g. ``wss://mairie.example.fr/w1``) sends the stream to this
+    very worker behind a shared proxy: the one that accepted the call serves it. The action URL stays on
+    ``base``: that webhook is signed against the public URL and its state is in Redis, any worker answers.
+    """
+    ws_base = stream_base or base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     response = VoiceResponse()
     connect = Connect(action=f"{base}/twilio/after")
     stream = connect.stream(url=f"{ws_base}/twilio/media")
@@ -142,9 +149,20 @@ def _stream_response(base: str, form: dict[str, str], params: dict[str, str] | N
 
 
 async def voice_webhook(request: web.Request) -> web.Response:
+    worker = request.app.get(WORKER)
+    if worker is not None and worker.draining:
+        # before the signature check, which remembers the request: the load balancer retries this very
+        # request on another worker (it does so on HTTP errors only, hence no TwiML here)
+        log.warning("Twilio call refused: worker %s is draining (503: the load balancer retries elsewhere)",
+                    worker.id)
+        return web.json_response({"error": "draining", "message": f"worker {worker.id} is draining"}, status=503,
+                                 headers={"Retry-After": "5"})
     form = await _validated_form(request)
+    if worker is not None:
+        worker.expect_call(START_TIMEOUT_S)  # its media stream comes next: a drain now waits for it
     log.info("incoming Twilio call %s from %s", form.get("CallSid", "?"), mask_number(form.get("From", "?")))
-    return _xml(_stream_response(_public_base(request, request.app[SETTINGS]), form))
+    settings = request.app[SETTINGS]
+    return _xml(_stream_response(_public_base(request, settings), form, stream_base=settings.stream_url))
 
 
 async def after_stream_webhook(request: web.Request) -> web.Response:
@@ -196,13 +214,19 @@ async def dial_result_webhook(request: web.Request) -> web.Response:
     else:
         log.warning("dial-result for %s without ?call=: the caller starts a new call with the bot",
                     form.get("CallSid", "?"))
-    return _xml(_stream_response(_public_base(request, request.app[SETTINGS]), form, params))
+    settings = request.app[SETTINGS]
+    return _xml(_stream_response(_public_base(request, settings), form, params, stream_base=settings.stream_url))
 
 
 # ---------------------------------------------------------------- media websocket
 class CallbotTwilioSerializer(TwilioFrameSerializer):
-    """Twilio's serializer, plus: remember which ``mark`` names Twilio has played back, and a
-    cheaper, lower-latency inbound decoder.
+    """Twilio's serializer, plus: strict parsing, remember which ``mark`` names Twilio has played
+    back, and a cheaper, lower-latency inbound decoder.
+
+    Every inbound message goes through ``parse_message``: a malformed one raises
+    ``MediaStreamError`` naming the stream, the call and the field, which the transport logs
+    before skipping the message (pipecat's own parser let ``AttributeError``, ``binascii.Error``
+    or a ``RecursionError`` through, and logged whole 1 MB messages).
 
     pipecat decodes each 20 ms µ-law frame and upsamples it 8 -> 16 kHz with a soxr VHQ stream
     resampler: ~14 % of the event loop at 20 calls (bench-load profile), and it holds back
@@ -217,37 +241,43 @@ class CallbotTwilioSerializer(TwilioFrameSerializer):
         self._ratecv_state = None
 
     async def deserialize(self, data: str | bytes):
-        if isinstance(data, str) and '"media"' in data:
-            frame = self._media_frame(data)
-            if frame is not None:
-                return frame
-        if isinstance(data, str) and '"mark"' in data:
-            message = json.loads(data)
-            if isinstance(message, dict) and message.get("event") == "mark":
-                self.marks_played.add(str((message.get("mark") or {}).get("name", "")))
-                return None
-        return await super().deserialize(data)
-
-    def _media_frame(self, data: str) -> InputAudioRawFrame | None:
-        """A well-formed ``media`` message as an audio frame; None: let pipecat judge."""
-        audio = self.media_audio(data)
-        return None if audio is None else InputAudioRawFrame(audio=audio[0], num_channels=1, sample_rate=audio[1])
+        """A pipeline frame, or None (nothing for the pipeline); ``MediaStreamError`` for a malformed message."""
+        try:
+            message = parse_message(data)
+        except MediaStreamError as e:
+            raise MediaStreamError(f"Twilio stream {_short(self._stream_sid)} (call {_short(self._call_sid)}): "
+                                   f"{e.message}") from None
+        if message.event == "media":
+            audio = self._decode(message.audio)
+            return None if audio is None else InputAudioRawFrame(audio=audio[0], num_channels=1, sample_rate=audio[1])
+        if message.event == "dtmf":
+            try:
+                return InputDTMFFrame(KeypadEntry(message.digit))
+            except ValueError:  # A-D: real tones, but no menu can use them
+                log.info("call %s: ignored keypad tone %s", _short(self._call_sid), message.digit)
+        elif message.event == "mark":
+            self.marks_played.add(message.mark)
+        elif message.event == "start":
+            log.warning("call %s: skipped a second 'start' message (call %s)", _short(self._call_sid),
+                        _short(message.start["callSid"]))
+        return None
 
     def media_audio(self, data: str) -> tuple[bytes, int] | None:
         """(16-bit PCM at the pipeline rate, rate) of a well-formed ``media`` message, else None.
 
         The websocket transport's fast path: it gathers packets into ``INPUT_CHUNK_MS``
         frames, so a frame object per 20 ms packet would be built only to be thrown away.
+        Never raises: a malformed message gets None here and its error from ``deserialize``.
         """
         if '"media"' not in data:
             return None
         try:
-            message = json.loads(data)
-            if message.get("event") != "media":
-                return None
-            payload = base64.b64decode(message["media"]["payload"], validate=True)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            message = parse_message(data)
+        except MediaStreamError:
             return None
+        return self._decode(message.audio) if message.event == "media" else None
+
+    def _decode(self, payload: bytes) -> tuple[bytes, int] | None:
         if not payload:
             return None
         rate = self._sample_rate or PIPELINE_IN_RATE
@@ -257,19 +287,30 @@ class CallbotTwilioSerializer(TwilioFrameSerializer):
         return pcm, rate
 
 
-async def _read_start(ws: web.WebSocketResponse) -> dict | None:
-    """Skip ``connected`` (and anything malformed) until Twilio's ``start`` message."""
+def _short(sid: object) -> str:
+    """A stream or call id for a log line (a hostile peer may send a megabyte of it)."""
+    return str(sid)[:40]
+
+
+async def _read_start(ws: web.WebSocketResponse) -> StreamMessage | None:
+    """Skip ``connected`` (and anything malformed or early, with a log line) until Twilio's ``start`` message."""
+    early = 0
     async with asyncio.timeout(START_TIMEOUT_S):
         async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 return None
             try:
-                message = json.loads(msg.data)
-                if message.get("event") == "start":
-                    message["start"]["callSid"]  # noqa: B018 - required field
-                    return message
-            except (ValueError, AttributeError, KeyError, TypeError) as e:
-                log.warning("skipped a malformed message before start (%s): %.120r", e, msg.data)
+                message = parse_message(msg.data)
+            except MediaStreamError as e:
+                log.warning("media websocket, before 'start': skipped a malformed message (%s): %.120r",
+                            e.message, msg.data)
+                continue
+            if message.event == "start":
+                if early:
+                    log.warning("call %s: skipped %d message(s) sent before 'start'", _short(message.start["callSid"]),
+                                early)
+                return message
+            early += message.event != "connected"
     return None
 
 
@@ -285,9 +326,9 @@ async def media_websocket(request: web.Request) -> web.WebSocketResponse:
         log.warning("media websocket closed: no valid 'start' message within %.0f s", START_TIMEOUT_S)
         await ws.close()
         return ws
-    meta = start["start"]
+    meta = start.start
     params = meta.get("customParameters") or {}
-    stream_sid = str(start.get("streamSid") or meta.get("streamSid") or "")
+    stream_sid = str(start.data.get("streamSid") or meta.get("streamSid") or "")
     call_sid = str(meta.get("callSid", ""))
     serializer = CallbotTwilioSerializer(stream_sid, call_sid=call_sid, account_sid=meta.get("accountSid"),
                                          params=TwilioFrameSerializer.InputParams(auto_hang_up=False))

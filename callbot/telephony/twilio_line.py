@@ -33,6 +33,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from callbot.config import Settings
 from callbot.telephony.base import AgentLeg
+from callbot.telephony.twilio_messages import MediaStreamError, parse_message
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,7 +51,6 @@ HANDOFF_STOP_WAIT_S = 5.0  # after a REST <Dial>, how long to wait for Twilio's 
 TWIML_MAX_CHARS = 4000  # Twilio error 32018 above this
 AFTER_KEY_PREFIX = "callbot:twilio:after:"
 AFTER_TTL_S = 3600
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 RedisGetter = Callable[[], "Redis"]
 
@@ -174,24 +174,20 @@ class TwilioCallControl:
         if '"media"' in data and '"dtmf"' not in data:  # the caller's audio: 50 a second, unused on hold
             return
         try:
-            message = json.loads(data)
-            event = message["event"]
-            if event == "dtmf":
-                digit = str(message["dtmf"]["digit"])
-                if digit not in DTMF_DIGITS:
-                    raise ValueError(f"unknown digit {digit!r}")
-                self._digits.put_nowait(digit)
-                self._digit_count += 1
-                self._notify()
-            elif event == "mark":
-                name = str((message.get("mark") or {}).get("name", ""))
-                self._marks.setdefault(name, asyncio.Event()).set()
-            elif event == "stop":
-                log.info("call %s: Twilio stopped the stream", self.call_sid)
-                self._line_gone()
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            message = parse_message(data)
+        except MediaStreamError as e:
             self.bad_messages += 1
-            log.warning("call %s: skipped a malformed message (%s): %.120r", self.call_sid, e, data)
+            log.warning("call %s: skipped a malformed message (%s): %.120r", self.call_sid, e.message, data)
+            return
+        if message.event == "dtmf":
+            self._digits.put_nowait(message.digit)
+            self._digit_count += 1
+            self._notify()
+        elif message.event == "mark":
+            self._marks.setdefault(message.mark, asyncio.Event()).set()
+        elif message.event == "stop":
+            log.info("call %s: Twilio stopped the stream", self.call_sid)
+            self._line_gone()
 
     def _line_gone(self) -> None:
         self._gone.set()

@@ -16,6 +16,7 @@ from aiohttp import web
 from callbot.web.appkeys import RUNTIME
 from callbot.web.auth import audit, current_user, require_role, visible_services
 from callbot.web.labels import service_labels, ticket_service
+from callbot.workers import WORKER
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -32,12 +33,19 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Open (nginx, compose and systemd health checks): 200 while the worker takes calls; 503 while it
+    starts or drains (``{"status": "draining", "state": "draining"}``: send new calls elsewhere)."""
     rt = request.app.get(RUNTIME)
+    worker = request.app.get(WORKER)
+    me = {"worker": worker.id, "state": worker.state} if worker is not None else {}
     if rt is None or not rt.ready:
-        return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": "starting", **me, "state": "starting"}, status=503)
+    if worker is not None and worker.draining:
+        return web.json_response({"status": "draining", **me, "active_calls": worker.active_calls()}, status=503)
     redis_ok = await rt.store.ping()
     return web.json_response({
         "status": "ok",
+        **me,
         "redis": redis_ok,
         "events_pending": rt.store.pending,
         "active_calls": len(rt.active_calls),

@@ -87,7 +87,7 @@ EVENT_LABELS = {
     "agent_declined": "Non pris par l'agent", "agent_connected": "En communication avec l'agent",
     "queue_left": "Sorti de l'attente", "abandoned": "Raccroché pendant l'attente",
     "callback_requested": "Rappel demandé", "callback_done": "Rappel traité",
-    "keypad_fallback": "Passage au clavier", "overload": "Surcharge",
+    "keypad_fallback": "Passage au clavier", "overload": "Surcharge", "fault": "Incident technique",
 }
 TECHNICAL = {"node", "latency", "slot"}  # hidden unless the manager asks for details
 DECLINE_CAUSES = {"declined": "refusé", "timeout": "pas de réponse à temps", "no_answer": "pas de réponse",
@@ -170,6 +170,9 @@ def _detail(e: dict[str, Any], names: dict[str, str], intents: dict[str, str], s
             (f" · {e['note']}" if e.get("note") else "")
     if t in ("keypad_fallback", "overload"):
         return e.get("detail") or e.get("reason") or e.get("what") or ""
+    if t == "fault":
+        stage = {"asr": "reconnaissance vocale", "tts": "synthèse vocale"}.get(e.get("stage", ""), e.get("stage", ""))
+        return f"{stage} · {'délai dépassé' if e.get('kind') == 'timeout' else 'erreur'} · {e.get('detail', '')}"
     return ""
 
 

@@ -44,7 +44,8 @@ BATCH = 100
 MAX_SPAN_DAYS = 400
 OUTCOMES: dict[str, str] = OUTCOME_LABELS  # one outcome per call, as the KPIs count it (French labels)
 END_REASONS = {"bot_hangup": "fin par l'assistant", "caller_hangup": "l'appelant a raccroché",
-               "transferred": "transféré", "error": "erreur", "timeout": "délai dépassé", "rejected": "refusé"}
+               "transferred": "transféré", "error": "erreur", "timeout": "délai dépassé", "rejected": "refusé",
+               "watchdog": "arrêté par la surveillance (appel bloqué ou trop long)"}
 
 
 class BadRequest(Exception):

@@ -115,8 +115,15 @@ def api_token(env: dict[str, str], tmp: Path) -> str:
     return out.strip().splitlines()[-1]
 
 
-def stop_server(server: BenchServer) -> None:
+def stop_server(server: BenchServer, drain_secs: float = 2.0) -> None:
+    """SIGTERM (the worker drains: calls in progress may finish), a second SIGTERM after ``drain_secs``
+    (calls still up are ended), SIGKILL if it is still there 15 s later."""
     server.proc.terminate()
+    try:
+        server.proc.wait(timeout=drain_secs)
+        return
+    except subprocess.TimeoutExpired:
+        server.proc.terminate()
     try:
         server.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:

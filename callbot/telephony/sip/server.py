@@ -2,6 +2,10 @@
 concurrent-call cap -> 503 + Retry-After), answers them and runs
 ``on_call(transport, info, control)`` for each (``callbot.call.run_call``).
 
+A draining worker (``set_draining``, callbot/drain.py) answers new INVITEs and OPTIONS
+503 + Retry-After, so a proxy sends calls elsewhere and its probe takes the worker out
+of rotation; requests within calls in progress are served as usual.
+
 Usage (the web/CLI side owns the runtime)::
 
     server = SipServer.from_settings(settings, lambda t, i, c: run_call(runtime, t, i, c))
@@ -49,6 +53,7 @@ class SipStats:
     auth_challenges: int = 0  # 401 sent (no or stale credentials)
     rejected_auth: int = 0  # 403: wrong credentials or replay
     rejected_flood: int = 0  # 503: over the per-source INVITE rate
+    rejected_draining: int = 0  # 503: the worker is draining (stopping)
     active: int = 0
     answer_ms: list[float] = field(default_factory=list)
 
@@ -104,6 +109,7 @@ class SipServer:
         self._recent: dict[str, collections.deque[float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._active: set[SipCall] = set()
+        self.draining = False
 
     @classmethod
     def from_settings(cls, settings, on_call: OnCall, **kw) -> SipServer:
@@ -141,7 +147,28 @@ class SipServer:
     async def start(self) -> None:
         await self.engine.start(self._on_incoming)
 
+    @property
+    def active_calls(self) -> set[SipCall]:
+        """Calls admitted and not yet over (answering, running, hanging up)."""
+        return set(self._active)
+
+    async def set_draining(self, draining: bool = True) -> None:
+        """Refuse new calls (INVITE 503 + Retry-After) and answer OPTIONS 503, or serve again."""
+        self.draining = draining
+        set_options = getattr(self.engine, "set_options_status", None)
+        if set_options is None:
+            logger.warning("SIP engine %s cannot answer OPTIONS 503: a proxy probing with OPTIONS keeps this "
+                           "worker in rotation (its INVITEs still get 503)", type(self.engine).__name__)
+            return
+        ok = await set_options(503 if draining else None, {"Retry-After": str(self.retry_after)})
+        if not ok:
+            logger.warning("SIP: OPTIONS still answered 200 while draining (see the engine's warning); "
+                           "INVITEs get 503")
+
     async def stop(self) -> None:
+        # the stack posts its events (a BYE just answered) to the loop: let them reach their calls first,
+        # so a call whose caller had already hung up ends as such, not as cut by the stop
+        await asyncio.sleep(0.05)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -208,6 +235,11 @@ class SipServer:
             await call.reject(403)
             self._rejected(call, source, 403, "source not allowed")
             return
+        if self.draining:
+            self.stats.rejected_draining += 1
+            logger.info("SIP call %s from %s refused: draining (503)", meta.sip_call_id, source)
+            await call.reject(503, {"Retry-After": str(self.retry_after)})
+            return  # not recorded as a call: the proxy retries it on another worker
         if self.auth is not None:
             result = self.auth.verify(meta.headers.get("Authorization"), "INVITE")
             if result is not AuthResult.OK:

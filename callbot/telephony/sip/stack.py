@@ -305,7 +305,7 @@ class _NativeReject:
         self._runtime = runtime
         self._ping = bplib.BP_CMD_PING
         self._events = _events
-        self._jobs: collections.deque = collections.deque()
+        self._jobs: collections.deque = collections.deque()  # (fn, future): fn() runs on the stack's thread
         self._next = _events.set_sink(self._sink)  # the binding's own sink (runtime._on_native_event)
         if self._next is None:
             _events.set_sink(None)
@@ -319,9 +319,9 @@ class _NativeReject:
 
     def _sink(self, ev, handle, payload) -> None:  # the stack's thread
         while self._jobs:
-            call_id, status, extra, fut = self._jobs.popleft()
+            fn, fut = self._jobs.popleft()
             try:
-                fut.set_result(self._reject_now(call_id, status, extra))
+                fut.set_result(fn())
             except Exception as e:  # noqa: BLE001 (handed to the waiting coroutine)
                 fut.set_exception(e)
         nxt = self._next
@@ -349,10 +349,128 @@ class _NativeReject:
             extra += f"{name}: {value}\r\n"
         if extra:  # libre writes the end of the headers itself only when given none
             extra += "Content-Length: 0\r\n\r\n"
+        return await self.run(lambda: self._reject_now(sip_call_id, status, extra))
+
+    async def run(self, fn):
+        """``fn()`` run on the stack's thread (the only thread that may touch libre); its result."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._jobs.append((sip_call_id, status, extra, fut))
+        self._jobs.append((fn, fut))
         await self._runtime.cmd(self._ping, timeout=5)
         return fut.result(timeout=1)
+
+
+class _OptionsResponder:
+    """Answers OPTIONS with a fixed status (503 + Retry-After while the worker drains), which
+    the stack cannot: it always answers 200 (baresip's ``ua_handle_options``).
+
+    A request listener of our own goes into libre's listener list (``sip_listen``) right
+    after libre's server-transaction layer (which absorbs retransmissions) and so before the
+    user agents'; it answers OPTIONS itself (``sip_treplyf``) and passes every other request
+    on. It reads the request's CSeq through ``sip_msg_xhdr`` and the public structs of libre
+    4.x (``struct le``, ``struct pl``, ``struct sip_hdr``, ``struct sip_lsnr``); the header's
+    name is checked before its value is trusted, so a build with another layout answers 200
+    as before (warning logged) rather than misreading memory. Installed on first use only, and
+    like every libre call it runs on the stack's thread (``_NativeReject.run``).
+    """
+
+    PTR = 8  # x86-64 / arm64
+    LE_NEXT, LE_LIST, LE_DATA = PTR, 2 * PTR, 3 * PTR  # struct le {prev, next, list, data}
+    LSNR_ARG, LSNR_REQ = 6 * PTR, 7 * PTR  # struct sip_lsnr {struct le; lsnrp; msgh; arg; bool req}
+    HDR_NAME, HDR_VAL = 8 * PTR, 10 * PTR  # struct sip_hdr {struct le le, he; struct pl name, val; id}
+
+    def __init__(self, native: _NativeReject) -> None:
+        import ctypes
+
+        self._c = ctypes
+        self._native = native
+        lib = native._lib
+        lib.uag_sip.restype, lib.uag_sip.argtypes = ctypes.c_void_p, []
+        self._msg_h = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
+        lib.sip_listen.restype = ctypes.c_int
+        lib.sip_listen.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_bool, self._msg_h,
+                                   ctypes.c_void_p]
+        lib.sip_msg_xhdr.restype, lib.sip_msg_xhdr.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]
+        for name in ("list_unlink", "list_prepend", "list_insert_after", "mem_deref"):
+            getattr(lib, name).restype = ctypes.c_void_p if name == "mem_deref" else None
+        lib.list_unlink.argtypes = [ctypes.c_void_p]
+        lib.list_prepend.argtypes = [ctypes.c_void_p] * 3
+        lib.list_insert_after.argtypes = [ctypes.c_void_p] * 4
+        lib.mem_deref.argtypes = [ctypes.c_void_p]
+        self._lib = lib
+        self.status: int | None = None  # None: pass OPTIONS on to the stack (200)
+        self._extra = b""
+        self._lsnr = ctypes.c_void_p()  # libre writes NULL here when the listener is freed
+        self._callback = self._msg_h(self._on_request)  # kept: libre holds the pointer
+        self._sip: int | None = None
+        self._layout_warned = False
+
+    async def set(self, status: int | None, headers: dict[str, str]) -> None:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Content-Length: 0\r\n\r\n"
+        self._extra = extra.encode()
+        self.status = status
+        if status is not None and not self._lsnr.value:
+            await self._native.run(self._install)
+
+    async def close(self) -> None:
+        self.status = None
+        if self._lsnr.value:
+            await self._native.run(lambda: self._lib.mem_deref(self._lsnr.value))
+
+    def _ptr(self, addr: int) -> int:
+        return self._c.c_void_p.from_address(addr).value or 0
+
+    def _pl(self, addr: int) -> bytes:
+        p, n = self._ptr(addr), self._c.c_size_t.from_address(addr + self.PTR).value
+        return self._c.string_at(p, n) if p and n < 4096 else b""
+
+    def _install(self) -> None:  # the stack's thread
+        lib = self._lib
+        sip = lib.uag_sip()
+        if not sip:
+            raise RuntimeError("no SIP stack (uag_sip() is NULL)")
+        err = lib.sip_listen(self._c.byref(self._lsnr), sip, True, self._callback, None)
+        if err:
+            raise OSError(err, f"sip_listen failed ({err})")
+        self._sip = sip
+        le = self._lsnr.value  # struct sip_lsnr starts with its list element
+        lst = self._ptr(le + self.LE_LIST)
+        anchor, cur = 0, self._ptr(lst)  # struct list starts with its head
+        while cur:
+            lsnr = self._ptr(cur + self.LE_DATA)
+            if lsnr != le and self._ptr(lsnr + self.LSNR_ARG) == sip and \
+                    self._c.c_bool.from_address(lsnr + self.LSNR_REQ).value:
+                anchor = cur  # libre's server transactions: sip_listen(NULL, sip, true, request_handler, sip)
+                break
+            cur = self._ptr(cur + self.LE_NEXT)
+        lib.list_unlink(le)
+        if anchor:
+            lib.list_insert_after(lst, anchor, le, le)
+        else:
+            lib.list_prepend(lst, le, le)
+
+    def _on_request(self, msg, _arg) -> bool:  # the stack's thread, every request while installed
+        status = self.status
+        if status is None or not msg:
+            return False
+        try:
+            hdr = self._lib.sip_msg_xhdr(msg, b"CSeq")
+            if not hdr:
+                return False
+            if self._pl(hdr + self.HDR_NAME).lower() != b"cseq":
+                if not self._layout_warned:
+                    self._layout_warned = True
+                    logger.warning("SIP: unexpected libre header layout: OPTIONS keep their 200 while draining")
+                return False
+            if self._pl(hdr + self.HDR_VAL).split()[-1:] != [b"OPTIONS"]:
+                return False
+            c = self._c
+            self._lib.sip_treplyf(None, None, c.c_void_p(self._sip), c.c_void_p(msg), c.c_bool(False),
+                                  c.c_uint16(status), c.c_char_p(REASONS.get(status, "Unavailable").encode()),
+                                  c.c_char_p(b"%s"), c.c_char_p(self._extra))
+            return True
+        except Exception:  # never raise into C: let the stack answer
+            logger.exception("SIP: answering an OPTIONS failed")
+            return False
 
 
 # --------------------------------------------------------------------------- baresip adapter
@@ -531,6 +649,7 @@ class BaresipEngine(SipEngine):
         self._calls: set[BaresipCall] = set()
         self._on_incoming: IncomingHandler | None = None
         self._native: _NativeReject | None = None
+        self._options: _OptionsResponder | None = None
 
     @property
     def port(self) -> int:
@@ -616,6 +735,21 @@ class BaresipEngine(SipEngine):
         if self._on_incoming:
             self._on_incoming(wrapped)
 
+    async def set_options_status(self, status: int | None, headers: dict[str, str] | None = None) -> bool:
+        """Answer OPTIONS with ``status`` (and ``headers``) instead of the stack's 200; None: 200 again.
+        False when this build cannot (the stack keeps answering 200)."""
+        if self._native is None:
+            logger.warning("SIP: OPTIONS cannot be answered %s: no native access to the stack", status)
+            return status is None
+        try:
+            if self._options is None:
+                self._options = _OptionsResponder(self._native)
+            await self._options.set(status, headers or {})
+            return True
+        except (AttributeError, OSError, RuntimeError, TimeoutError, concurrent.futures.TimeoutError) as e:
+            logger.warning("SIP: OPTIONS cannot be answered %s (%s): the stack keeps answering 200", status, e)
+            return status is None
+
     async def source_of(self, sip_call_id: str, timeout: float = 0.2) -> PeerAddress | None:
         return await self._tracker.lookup(sip_call_id, timeout) if self._tracker else None
 
@@ -649,6 +783,12 @@ class BaresipEngine(SipEngine):
             await c.hangup()
         if self._calls:
             await asyncio.sleep(0.2)  # let BYEs leave
+        if self._options is not None:
+            try:
+                await self._options.close()
+            except Exception as e:  # the runtime closes anyway
+                logger.warning("SIP: removing the OPTIONS listener failed: %s", e)
+            self._options = None
         if self._native is not None:
             self._native.close()
             self._native = None

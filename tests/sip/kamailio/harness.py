@@ -1,8 +1,9 @@
 """Kamailio (Debian package) in front of callbot SIP workers, for tests. Loopback only.
 
-- ``Kamailio``: renders ``kamailio.cfg`` (this directory) into a temp dir, runs
-  ``kamailio -DD -E`` in the foreground in its own process group, talks to it with
-  ``kamcmd`` over the ``ctl`` unix socket, and kills the whole group on ``stop()``.
+- ``Kamailio``: runs the production config, ``deploy/kamailio/kamailio.cfg``, as is (its site values
+  given with ``-A``, lists and control socket in a temp dir) with ``kamailio -DD -E`` in the foreground
+  in its own process group, talks to it with ``kamcmd`` over the ``ctl`` unix socket, and kills the
+  whole group on ``stop()``: what the tests prove is what operations deploy.
 - ``ToneWorker``: ``python -m callbot_testing.sip_testbot`` in a subprocess (one
   SIP engine per process: libre's state is process-global); its ``CALL {json}``
   stdout lines say which worker handled which call.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-TEMPLATE = HERE / "kamailio.cfg"
+CONFIG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
 LOOPBACK = "127.0.0.1"
 
 
@@ -57,13 +57,21 @@ def available() -> bool:
     return bool(shutil.which("kamailio") and shutil.which("kamcmd") and module_dir())
 
 
-def render(template: str, values: dict[str, str]) -> str:
-    for k, v in values.items():
-        template = template.replace(f"@@{k}@@", str(v))
-    left = re.findall(r"@@[A-Z_]+@@", template)
-    if left:
-        raise ValueError(f"unfilled placeholders: {sorted(set(left))}")
-    return template
+def config_defines(*, port: int, run_dir: Path, dispatcher_list: Path, ping_interval: int,
+                   address_list: Path | None = None, auth: tuple[str, str] = ("", "")) -> list[str]:
+    """``kamailio -A`` arguments that put the deploy config on loopback with its files in a temp dir.
+    One failed probe takes a worker out (production waits for two): the tests stay fast."""
+    values = {"LISTEN_IP": LOOPBACK, "LISTEN_PORT": str(port), "PROBE_INTERVAL": str(ping_interval),
+              "PROBE_THRESHOLD": "1", "CHILDREN": "2", "CTL_SOCKET": f'"unix:{run_dir / "kamailio_ctl"}"',
+              "DISPATCHER_LIST": f'"{dispatcher_list}"'}
+    if address_list is not None:
+        values["ADDRESS_LIST"] = f'"{address_list}"'
+    if auth[0]:
+        values.update(AUTH_USER=f'"{auth[0]}"', AUTH_PASSWORD=f'"{auth[1]}"')
+    args = []
+    for name, value in values.items():
+        args += ["-A", f"{name}={value}"]
+    return args
 
 
 class Kamailio:
@@ -97,14 +105,10 @@ class Kamailio:
         # permissions address file: group ip mask port tag
         trusted.write_text("".join(f"1 {net.split('/')[0]} {net.split('/')[1] if '/' in net else 32} 0\n"
                                    for net in self.trusted))
-        cfg = self.dir / "kamailio.cfg"
-        cfg.write_text(render(TEMPLATE.read_text(), {
-            "LISTEN_IP": LOOPBACK, "LISTEN_PORT": self.port, "RUN_DIR": run, "MPATH": module_dir(),
-            "DISPATCHER_LIST": ds, "PING_INTERVAL": self.ping_interval, "TRUSTED": trusted,
-            "AUTH_USER": self.auth[0], "AUTH_PASSWORD": self.auth[1],
-        }))
-        cmd = ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(run), "-P", str(run / "kamailio.pid"),
-               "-m", "32", "-M", "4", "-w", str(self.dir)]
+        cmd = ["kamailio", "-f", str(CONFIG), "-L", module_dir(), "-DD", "-E", "-Y", str(run),
+               "-P", str(run / "kamailio.pid"), "-m", "32", "-M", "4", "-w", str(self.dir),
+               *config_defines(port=self.port, run_dir=run, dispatcher_list=ds, ping_interval=self.ping_interval,
+                               address_list=trusted, auth=self.auth)]
         for d in self.defines:
             cmd += ["-A", d]
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
