@@ -188,7 +188,10 @@ async def _start_sip(settings: Settings, on_call, on_rejected=None):
         log.error("SIP listener on %s:%s could not start (%s): SIP calls are OFF, Twilio still works",
                   settings.sip_host, settings.sip_port, e)
         return None
-    log.info("SIP listening on %s:%s (UDP and TCP)", settings.sip_host, settings.sip_port)
+    if settings.sip_host in ("0.0.0.0", "::"):  # baresip binds each interface address present now, not loopback
+        log.info("SIP listening on port %s (UDP and TCP) of every interface address but loopback", settings.sip_port)
+    else:
+        log.info("SIP listening on %s:%s (UDP and TCP)", settings.sip_host, settings.sip_port)
     return sip
 
 
