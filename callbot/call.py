@@ -189,9 +189,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
             reason, detail = "watchdog", verdict.detail
             await _forced_end(rt, control, flow, info, recorder, session.node)
         elif final is None:
-            lost = str(getattr(control, "end_reason", "") or "").lower()
-            reason = "timeout" if any(m in lost for m in LINE_LOST) else "caller_hangup"
-            detail = lost
+            reason, detail = _caller_end(control)
         elif final.transfer is not None:
             reason, detail = await hand_over(rt.switchboard, control, info, recorder, flow, final)
         else:
@@ -199,8 +197,7 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
             await control.hangup(detail)
     except asyncio.CancelledError as e:  # the worker stops (drain timeout, second SIGTERM: callbot/drain.py)
         if _caller_left(control):  # the caller had hung up already: the stop only cut the teardown short
-            lost = str(getattr(control, "end_reason", "") or "").lower()
-            reason, detail = ("timeout" if any(m in lost for m in LINE_LOST) else "caller_hangup"), lost
+            reason, detail = _caller_end(control)
         else:
             reason, detail = "error", _cancelled_detail(rt, e)
             recorder.emit(ev.ErrorEvent(code="worker_shutdown", message=detail, stage="call"))
@@ -274,6 +271,12 @@ async def resume_call(rt: Runtime, transport: BaseTransport, info: CallInfo, con
         rt.active_calls.pop(info.call_id, None)
         if detail != HANDED_OFF:
             recorder.emit(ev.CallEnded(reason=reason, detail=detail, duration_s=time.monotonic() - started))
+
+
+def _caller_end(control: CallControl) -> tuple[str, str]:
+    """How the line ended from the caller's side: ``timeout`` when it was lost (no RTP), else a hang-up."""
+    lost = str(getattr(control, "end_reason", "") or "").lower()
+    return ("timeout" if any(m in lost for m in LINE_LOST) else "caller_hangup"), lost
 
 
 def _caller_left(control: CallControl) -> bool:

@@ -37,6 +37,7 @@ from callbot.flows.engine import MAX_HOPS
 from callbot.flows.loader import FlowLoadError, build_flow, load_flow, load_flow_text, parse_yaml
 from callbot.flows.schema import NODE_TYPES, SLOT_TYPES
 from callbot.flows.types import CallContext
+from callbot_testing.mutate import paths
 from tests.test_flow_loader import BASE
 
 pytestmark = pytest.mark.timeout(240)
@@ -200,17 +201,6 @@ def random_value(rnd: random.Random, depth: int = 0) -> Any:
     if pick < 0.8:
         return [random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
     return {str(random_scalar(rnd)): random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))}
-
-
-def paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += paths(v, prefix + (i,))
-    return out
 
 
 def get_at(obj: Any, path: tuple) -> Any:

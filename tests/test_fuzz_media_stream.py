@@ -43,6 +43,7 @@ from callbot.telephony import twilio
 from callbot.telephony.twilio import CallbotTwilioSerializer
 from callbot.telephony.twilio_line import TwilioCallControl
 from callbot.telephony.twilio_messages import MediaStreamError, parse_message
+from callbot_testing.mutate import paths
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,17 +92,6 @@ def random_value(rnd: random.Random) -> Any:
     return rnd.choice([None, True, False, 0, -1, 2**70, -(10**30), 1.5, float("inf"), "", "x",
                        "".join(rnd.choice(GARBAGE_CHARS) for _ in range(rnd.randint(1, 30))),
                        [], [1, "a"], {}, {"a": {"b": []}}])
-
-
-def paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += paths(v, prefix + (i,))
-    return out
 
 
 def set_at(obj: Any, path: tuple, value: Any, *, delete: bool = False) -> None:
