@@ -17,6 +17,13 @@ speech at what the CPU serves, whatever the box. An average older than
 always gets speech, so a past peak cannot lock callers out. Pure bookkeeping; the caller
 passes the clock (``now``), so it is unit-tested directly.
 
+Under load the machine degrades in order (``step``), each step recorded per call (``Degraded``,
+``KeypadFallback`` events): ``brief`` — the flow's shorter prompts — once the recent response
+passes ``brief_response_s`` (a call costs less listening and synthesis, and nothing is lost);
+``greedy`` — cheaper, less precise decoding — once it passes ``greedy_response_s`` or decodes
+queue for a slot; ``keypad`` — the refusal above — last. ``greedy_response_s`` 0 keeps the older
+rule: greedy whenever another decode runs.
+
 A decode past its deadline keeps its slot until its thread returns (``faults.py``): while every
 one of the ``decode_slots`` is held that way (``stalled_decodes``), Whisper is not answering at
 all, so new calls get the keypad menu and no segment is queued.
@@ -25,6 +32,10 @@ all, so new calls get the keypad menu and no segment is queued.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+Step = Literal["normal", "brief", "greedy", "keypad"]
+STEPS: tuple[Step, ...] = ("normal", "brief", "greedy", "keypad")
 
 
 @dataclass
@@ -39,6 +50,8 @@ class AsrAdmission:
     response_at: float = float("-inf")  # when the newest decode in it finished
     decode_slots: int = 0  # Whisper's decode slots (SharedWhisper.max_concurrent); 0 = unknown
     stalled_decodes: int = 0  # of which held by a decode past its deadline (faults.Stalls)
+    brief_response_s: float = 0.0  # recent response above which prompts are shortened; 0 = never
+    greedy_response_s: float = 0.0  # ... above which decoding is greedy; 0 = whenever another decode runs
     RESPONSE_WEIGHT = 0.2  # of the newest decode in the average (~ the last 5 count)
     RESPONSE_FRESH_S = 10.0  # under load decodes finish every second or so
     DROWNING = 2.0  # response time, in max_response_s, past which calls in progress leave speech too
@@ -62,6 +75,18 @@ class AsrAdmission:
             return (f"Whisper answers in {self.response_s:.1f} s (max {self.max_response_s:g} s) "
                     f"with {self.speech_calls} speech calls")
         return None
+
+    def step(self, now: float, waiting: int = 0, others_running: int = 0) -> Step:
+        """Where the machine stands on the degrading ladder at ``now``; ``waiting``: decodes waiting for a
+        slot, ``others_running``: other decodes in progress (only used when ``greedy_response_s`` is 0)."""
+        if self.refusal(now) is not None:
+            return "keypad"
+        recent = self._recent_response(now)
+        if waiting or (recent > self.greedy_response_s if self.greedy_response_s else others_running > 0):
+            return "greedy"
+        if self.brief_response_s and recent > self.brief_response_s:
+            return "brief"
+        return "normal"
 
     def stalled(self) -> bool:
         """Every decode slot is held by a decode past its deadline."""

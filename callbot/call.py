@@ -135,7 +135,8 @@ async def run_call(rt: Runtime, transport: BaseTransport, info: CallInfo, contro
         stt = WhisperSTT(rt.asr, vocabulary=session.vocabulary, vad=vad)
         stt.speech_enabled = speech
         flow_proc = FlowProcessor(session, recorder, vad=vad, default_end_of_turn_secs=rt.settings.end_of_turn_secs,
-                                  on_turn_routed=stt.new_turn, keypad_only=not speech)
+                                  on_turn_routed=stt.new_turn, keypad_only=not speech,
+                                  load_step=lambda: admission.step(time.monotonic(), rt.asr.waiting))
         tts = CachedTTS(rt.voice, rt.prompts, timeout_secs=rt.settings.tts_timeout_secs,
                         fault_text=flow.spec.messages.tts_fault, fault_inject=rt.settings.fault_inject)
         dog = CallWatchdog(rt.settings.max_call_secs, rt.settings.stuck_call_secs)

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="CPU threads per decode: 2 x 2 slots on 2 cores, one decode alone uses both")
     asr_beam_size: int = Field(5, ge=1, le=10, description="5: -9 WER points for ~+50 ms with the short window")
     asr_busy_beam_size: int = Field(
-        1, ge=1, le=10, description="beam while another decode runs or waits (load): greedy costs less CPU per turn")
+        1, ge=1, le=10, description="beam on the degrading ladder's greedy step: greedy costs less CPU per turn")
     asr_language: str = "fr"
     asr_window: Literal["short", "full"] = Field(
         "short", description="short = encode utterance + padding (fast); full = stock 30 s Whisper window"
@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     max_asr_response_s: float = Field(
         2.5, ge=0.0, description="recent Whisper queue + decode time above which new calls get the keypad menu "
         "(0 = off)")
+    asr_brief_response_s: float = Field(
+        0.8, ge=0.0, description="recent Whisper queue + decode time above which nodes say their shorter 'brief' "
+        "prompts (first step of degrading; 0 = never)")
+    asr_greedy_response_s: float = Field(
+        1.2, ge=0.0, description="... above which decoding is greedy (asr_busy_beam_size), as when decodes queue; "
+        "0 = greedy whenever another decode runs (second step; the keypad menu, max_asr_response_s, is the last)")
     max_asr_queue: int = Field(
         6, ge=0, description="decodes waiting for a slot beyond which a call moves to the keypad menu (0 = no limit)")
     tts_voice: str = Field("auto", description="auto | piper:NAME_OR_PATH | pico | espeak")

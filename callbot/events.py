@@ -259,6 +259,16 @@ class Fault(_Event):
     action: Literal["keypad", "agent", "none"] = "keypad"
 
 
+class Degraded(_Event):
+    """The machine was saturated and this call was served one step down the ladder (``admission.py``):
+    ``brief`` (the flow's shorter prompts), then ``greedy`` (cheaper, less precise recognition). The
+    last step, the keypad menu, is ``KeypadFallback``. Once per call and step."""
+
+    type: Literal["degraded"] = "degraded"
+    step: Literal["brief", "greedy"]
+    detail: str = ""
+
+
 class Overload(_Event):
     """A capacity limit was hit: the call was refused (``sip_busy``) or degraded (``asr_*``)."""
 
@@ -296,6 +306,7 @@ CallEvent = Annotated[
         CallbackDone,
         KeypadFallback,
         Overload,
+        Degraded,
         Fault,
     ],
     Field(discriminator="type"),

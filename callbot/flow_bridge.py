@@ -71,6 +71,7 @@ class FlowProcessor(FrameProcessor):
         on_final_turn: Callable[[Turn], Awaitable[None] | None] | None = None,
         on_turn_routed: Callable[[], None] | None = None,
         keypad_only: bool = False,
+        load_step: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(name="flow")
         self.session = session
@@ -84,6 +85,7 @@ class FlowProcessor(FrameProcessor):
         self._speech_during_bot = False  # this speech segment started while the bot talked
         self._bot_speaking = False
         self._pending_text: list[str] = []
+        self._pending_alts: tuple[str, ...] = ()  # Whisper's other hypotheses for the turn so far
         self._pending_asr_ms = 0.0
         self._digits = ""
         self._digit_task: asyncio.Task | None = None
@@ -99,6 +101,8 @@ class FlowProcessor(FrameProcessor):
         self._endpoint_task: asyncio.Task | None = None
         self.keypad_only = keypad_only
         self._fallback_unanswered = False  # the fallback menu was offered and the caller has not acted since
+        self._load_step = load_step  # the machine's step on the degrading ladder (admission.AsrAdmission.step)
+        self._degraded: set[str] = set()  # ladder steps this call has been served at (one event each)
 
     # ------------------------------------------------------------------ frames
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -107,6 +111,7 @@ class FlowProcessor(FrameProcessor):
         if isinstance(frame, StartFrame):
             await self.push_frame(frame, direction)
             self._started_mono = time.monotonic()
+            self._follow_load()
             await self._apply(keypad_turn(self.session, first=True) if self.keypad_only else self.session.start())
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             if not self.keypad_only:
@@ -156,7 +161,10 @@ class FlowProcessor(FrameProcessor):
         if self._speech_during_bot and not self._listen.barge_in:
             log.debug("ignored speech over a non-interruptible prompt: %r", text)
             return
+        if getattr(frame.result, "shed", False):
+            self._note_degraded("greedy", "less precise recognition: Whisper saturated")
         if text:
+            alts = tuple(getattr(frame.result, "alternatives", ()) or ())
             if getattr(frame.result, "segments", 1) > 1:
                 # a re-decode of the whole turn so far: it supersedes the partial transcripts
                 self._pending_text = [text]
@@ -164,6 +172,8 @@ class FlowProcessor(FrameProcessor):
             else:
                 self._pending_text.append(text)
                 self._pending_asr_ms += asr_ms or 0.0
+            before = " ".join(self._pending_text[:-1])
+            self._pending_alts = tuple(f"{before} {a}".strip() for a in alts)
         await self._maybe_end_turn()
 
     async def _maybe_end_turn(self) -> None:
@@ -200,18 +210,18 @@ class FlowProcessor(FrameProcessor):
     async def _end_speech_turn(self) -> None:
         if not self._pending_text:
             return
-        said = " ".join(self._pending_text)
+        said, alts = " ".join(self._pending_text), self._pending_alts
         self._turn_asr_ms = self._pending_asr_ms or None
-        self._pending_text, self._pending_asr_ms = [], 0.0
+        self._pending_text, self._pending_alts, self._pending_asr_ms = [], (), 0.0
         if self._on_turn_routed:
             self._on_turn_routed()
         prepare = getattr(self.session, "prepare", None)
         if prepare is not None:  # the sentence encoders' ~15 ms run off the event loop
             try:
-                await asyncio.to_thread(prepare, said)
+                await asyncio.to_thread(prepare, said, alts)
             except Exception:  # the engine computes it again (and reports) if it must
                 log.exception("preparing the recogniser's input failed")
-        await self._route(lambda: self.session.hear(said))
+        await self._route(lambda: self.session.hear(said, alts) if alts else self.session.hear(said))
 
     async def on_nothing_recognised(self) -> None:
         """A speech segment gave no usable text (noise, cough, unintelligible): keep listening.
@@ -253,7 +263,7 @@ class FlowProcessor(FrameProcessor):
     async def _to_keypad(self, reason: str, detail: str, *, lead: str | None = None, interrupt: bool = True) -> None:
         self.keypad_only = True
         self._cancel_endpoint()
-        self._pending_text, self._pending_asr_ms = [], 0.0
+        self._pending_text, self._pending_alts, self._pending_asr_ms = [], (), 0.0
         self.recorder.emit(ev.KeypadFallback(reason=reason, detail=detail))
         if interrupt and self._bot_speaking:
             await self.broadcast_interruption()
@@ -308,6 +318,7 @@ class FlowProcessor(FrameProcessor):
     # ------------------------------------------------------------------ turns
     async def _route(self, step: Callable[[], Turn]) -> None:
         self._fallback_unanswered = False
+        self._follow_load()
         t0 = time.perf_counter()
         try:
             turn = step()
@@ -318,6 +329,19 @@ class FlowProcessor(FrameProcessor):
         self._turn_flow_ms = (time.perf_counter() - t0) * 1000
         self._turn_routed_wall = time.time()  # from here to the first audio out: speech synthesis (tts_ms)
         await self._apply(turn)
+
+    def _follow_load(self) -> None:
+        """First step of the degrading ladder: while the machine is saturated, nodes say their ``brief`` prompts."""
+        if self._load_step is None or not hasattr(self.session, "brief"):
+            return
+        self.session.brief = self._load_step() != "normal"
+        if self.session.brief:
+            self._note_degraded("brief", "shorter prompts: Whisper saturated")
+
+    def _note_degraded(self, step: str, detail: str) -> None:
+        if step not in self._degraded:
+            self._degraded.add(step)
+            self.recorder.emit(ev.Degraded(step=step, detail=detail))
 
     async def _apply(self, turn: Turn) -> None:
         self._cancel_no_input()

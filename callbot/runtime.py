@@ -38,17 +38,30 @@ class FlowLibrary:
 
         self._load = load_flow
         self.path = Path(path)
-        self.current: Any = load_flow(self.path).warm()
+        self.current: Any = _warm(load_flow(self.path))
         self.loaded_versions = [self.current.version]
 
     def reload(self) -> Any:
         """Load the file again; on error keep the running version and re-raise (FlowError)."""
-        new = self._load(self.path).warm()
+        new = _warm(self._load(self.path))
         if new.version != self.current.version:
             self.current = new
             self.loaded_versions.append(new.version)
             log.warning("flow %s reloaded: version %s", new.name, new.version)
         return new
+
+
+def _warm(flow: Any) -> Any:
+    """Train the flow's models, and load what its conditions need: the first ``open:``/``holiday:`` test
+    imports the ``holidays`` country module and builds the year's calendar (60-90 ms of CPU), which would
+    otherwise happen on the event loop in the middle of the first call that asks for an agent."""
+    from zoneinfo import ZoneInfo
+
+    from callbot.flows.conditions import holiday_name
+
+    flow.warm()
+    holiday_name(datetime.now(ZoneInfo(flow.settings.timezone)).date(), flow.settings.holidays_subdiv)
+    return flow
 
 
 @dataclass

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,8 +25,9 @@ from aiohttp import web
 from callbot.call import record_rejected, resume_call, run_call
 from callbot.config import Settings
 from callbot.drain import DRAIN, Drain
+from callbot.heap import HeapFreezer
 from callbot.orphans import OrphanSweeper
-from callbot.osthreads import name_thread
+from callbot.osthreads import default_executor_workers, name_thread, prestart
 from callbot.privacy import Retention
 from callbot.redis_server import RedisServer
 from callbot.runtime import FlowLibrary, Runtime
@@ -56,6 +57,7 @@ async def build_runtime(settings: Settings, store: EventStore) -> Runtime:
 
     texts = [*flows.current.static_prompts(), *STATIC_PROMPTS]
     warm_s, _ = await asyncio.gather(asyncio.to_thread(asr.warm_up_sync), asyncio.to_thread(prompts.warm, texts))
+    await _prestart_pools(asr)
     log.info("ready: flow %s (%s) from %s, %d prompts cached, voice %s:%s, Whisper warmed up in %.2f s",
              flows.current.name, flows.current.version, flows.path, len(texts), voice.engine, voice.name, warm_s)
     from callbot.constants import PIPELINE_OUT_RATE
@@ -73,9 +75,14 @@ def create_app(settings: Settings) -> web.Application:
     worker = app[WORKER] = Worker(settings.worker_id, http_port=settings.http_port)
     drain = app[DRAIN] = Drain(worker, settings.drain_timeout_secs)
 
+    heap = HeapFreezer(lambda: worker.active_calls())
+
     async def on_call(transport, info, control) -> None:
-        with drain.call():
-            await run_call(app[api.RUNTIME], transport, info, control)
+        try:
+            with drain.call():
+                await run_call(app[api.RUNTIME], transport, info, control)
+        finally:
+            heap.call_ended()
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         redis_server = None
@@ -120,9 +127,10 @@ def create_app(settings: Settings) -> web.Application:
             await registry.start()
             orphans = OrphanSweeper(store, worker.id)  # calls left open by a worker that died
             await orphans.start()
+            heap.freeze()  # after everything start-up builds for good: the cyclic GC walks calls only
             log.info("worker %s serving (pid %d, HTTP port %s, SIP port %s)", worker.id, worker.pid,
                      settings.http_port, worker.sip_port)
-            control = _install_reload(rt)
+            control = _install_reload(rt, heap.freeze)
             try:
                 yield
             finally:
@@ -150,8 +158,11 @@ def create_app(settings: Settings) -> web.Application:
     stats_api.setup_routes(app)  # /api/stats, /api/live, /metrics
 
     async def on_resume(transport, info, control) -> None:
-        with drain.call():
-            await resume_call(app[api.RUNTIME], transport, info, control)
+        try:
+            with drain.call():
+                await resume_call(app[api.RUNTIME], transport, info, control)
+        finally:
+            heap.call_ended()
 
     async def on_dial_result(call_id: str, status: str, duration_s: float) -> None:
         from callbot.switchboard.handover import provider_dial_result
@@ -164,6 +175,18 @@ def create_app(settings: Settings) -> web.Application:
     setup_auth(app, accounts_on(lambda a: a[api.RUNTIME].store.redis), secret_getter=redis_secret,
                cookie_secure=settings.session_cookie_secure)
     return app
+
+
+async def _prestart_pools(asr) -> None:
+    """The thread pools calls use, their threads started now rather than on the event loop during a call
+    (``osthreads.prestart``): the loop's default executor (``asyncio.to_thread``), Whisper's, synthesis', the VAD's."""
+    from callbot.speech import tts, vad
+
+    pools = [(None, default_executor_workers()), (tts._synth_pool(), tts.SYNTH_THREADS), (vad._shared()[1], 1)]
+    executor = getattr(asr, "_executor", None)
+    if executor is not None:
+        pools.append((executor, asr.max_concurrent))
+    await asyncio.gather(*(prestart(pool, n) for pool, n in pools))
 
 
 def calls_in_progress(rt: Runtime, sip) -> int:
@@ -198,9 +221,10 @@ async def _start_sip(settings: Settings, on_call, on_rejected=None):
 CONTROL = "callbot:control"  # pub/sub: {"action": "reload_flows"} reaches every worker on this Redis
 
 
-def _install_reload(rt: Runtime) -> asyncio.Task:
+def _install_reload(rt: Runtime, on_reloaded: Callable[[], object] = lambda: None) -> asyncio.Task:
     """``callbot flows reload`` (a message on ``CONTROL``: every worker, wherever it runs) or SIGHUP reload
-    the flow file; calls in progress finish on the version they started with. Returns the listener task."""
+    the flow file; calls in progress finish on the version they started with. Returns the listener task.
+    ``on_reloaded``: after a successful reload (the new flow's objects frozen out of the GC, ``heap.py``)."""
 
     async def reload() -> None:
         try:
@@ -208,6 +232,8 @@ def _install_reload(rt: Runtime) -> asyncio.Task:
             await asyncio.to_thread(rt.prompts.warm, flow.static_prompts())
         except Exception as e:
             log.error("flow reload failed, still running version %s: %s", rt.flows.current.version, e)
+            return
+        on_reloaded()
 
     async def listen() -> None:
         while True:

@@ -133,3 +133,24 @@ def test_trim_silence_can_keep_one_side_and_leaves_silence_alone():
     assert len(trim_silence(pcm, rate, lead=False)) > 4000 * 2
     silent = bytes(1600)
     assert trim_silence(silent, rate) == silent
+
+
+def test_the_machine_degrades_in_order():
+    """normal -> brief prompts -> greedy decoding -> keypad menu, as Whisper's recent response time grows."""
+    a = AsrAdmission(max_response_s=2.5, brief_response_s=0.8, greedy_response_s=1.2)
+    assert a.admit_call(0.0)
+    seen = []
+    for t, response in enumerate((0.4, 0.9, 1.1, 1.6, 2.0, 3.0, 4.0, 5.0)):
+        a.observe(response, now=float(t))
+        seen.append(a.step(float(t)))
+    assert seen == sorted(seen, key=("normal", "brief", "greedy", "keypad").index), seen
+    assert seen[0] == "normal" and seen[-1] == "keypad" and {"brief", "greedy"} <= set(seen)
+    assert a.step(100.0) == "normal"  # a stale average: back to normal
+
+
+def test_queued_decodes_mean_greedy_and_zero_keeps_the_older_rule():
+    a = AsrAdmission(brief_response_s=0.8, greedy_response_s=1.2)
+    assert a.step(0.0, waiting=1) == "greedy"
+    assert a.step(0.0, others_running=1) == "normal"  # a second decode alone is no saturation
+    old = AsrAdmission()
+    assert old.step(0.0, others_running=1) == "greedy" and old.step(0.0) == "normal"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from callbot.flows.checks import as_list
 from callbot.flows.conditions import holiday_name, is_open, speak_hours
 from callbot.flows.loader import FlowLoadError, load_flow
 from callbot.flows.types import CallContext, Turn
@@ -140,3 +141,74 @@ def test_silent_loop_is_a_load_error(tmp_path):
 def test_turn_contract_unchanged():
     names = {f.name for f in dataclasses.fields(Turn)}
     assert {"node", "say", "listen", "hangup", "transfer", "events"} <= names
+
+
+def test_saturated_session_says_the_brief_wording(flow):
+    long_, short = session(flow), session(flow)
+    long_.start(), short.start()
+    short.brief = True  # set by the call while the machine is saturated
+    full, brief = long_.hear("quels sont vos horaires"), short.hear("quels sont vos horaires")
+    assert full.node == brief.node == "horaires" and full.listen is not None and brief.listen is not None
+    assert [p.text for p in brief.say] == [flow.render(as_list(flow.nodes["horaires"].brief)[0]).text]
+    assert [p.text for p in full.say] == [flow.render(as_list(flow.nodes["horaires"].say)[0]).text]
+    assert "Tilleuls" in full.say[0].text and "Tilleuls" not in brief.say[0].text  # the annexe is dropped
+    assert all("huit heures trente" in t.say[0].text for t in (full, brief)) and brief.say[0].static
+    assert len(brief.say[0].text) < len(full.say[0].text)
+    assert short.hear("non").node == long_.hear("non").node  # same closing question, same dialogue
+
+
+def _final_question(text: str) -> str:
+    """The last sentence of a prompt when it is a question, else ''."""
+    text = text.strip()
+    if not text.endswith("?"):
+        return ""
+    cut = max(text.rfind(". ", 0, len(text) - 1), text.rfind("! ", 0, len(text) - 1))
+    return text[cut + 2:] if cut >= 0 else text
+
+
+def test_brief_wordings_are_shorter_and_keep_the_closing_question(flow):
+    briefed = [nid for nid, node in flow.nodes.items() if as_list(getattr(node, "brief", []))]
+    assert len(briefed) >= 20 and "horaires" in briefed
+    assert not [nid for nid in briefed if nid.startswith("urgence")]  # emergency messages are never shortened
+    for nid in briefed:
+        node = flow.nodes[nid]
+        says, briefs = as_list(node.say), as_list(node.brief)
+        for i, say in enumerate(says or [""]):
+            long_text = flow.render(say).text
+            short_text = flow.render(briefs[i % len(briefs)]).text
+            assert short_text and len(short_text) < len(long_text), nid
+            question = _final_question(long_text)
+            assert short_text.endswith(question), (nid, question)
+            assert bool(_final_question(short_text)) == bool(question), nid
+
+
+
+def _matched(turn):
+    from callbot.events import Emergency, IntentMatched
+
+    if any(isinstance(e, Emergency) for e in turn.events):
+        return "urgence"
+    return next((e.intent for e in turn.events if isinstance(e, IntentMatched)), None)
+
+
+def test_whispers_other_hypotheses_are_heard_when_its_best_is_not_understood(flow):
+    """n-best: Whisper's best hypothesis is not understood; the beam's next one is."""
+    s = session(flow)
+    s.start()
+    turn = s.hear("euh ben pour le truc là", ["euh ben pour un acte de naissance"])
+    assert _matched(turn) == "etat_civil_naissance"
+    s = session(flow)
+    s.start()
+    assert _matched(s.hear("euh ben pour le truc là")) is None  # the best alone: asked again
+
+
+def test_a_understood_best_hypothesis_is_kept_and_emergencies_come_first(flow):
+    s = session(flow)
+    s.start()
+    assert _matched(s.hear("quels sont vos horaires", ["je voudrais un acte de naissance"])) == "horaires"
+    s = session(flow)
+    s.start()  # an emergency heard in any hypothesis Whisper offers, when its best is not understood
+    assert _matched(s.hear("euh le truc là chez moi", ["euh le feu chez moi il y a de la fumée partout"])) == "urgence"
+    s = session(flow)
+    s.start()  # the best hypothesis's emergency is never traded for an ordinary alternative
+    assert _matched(s.hear("ça sent le gaz dans l'immeuble", ["les horaires de la mairie"])) == "urgence"

@@ -63,3 +63,27 @@ async def test_a_finished_sentence_is_routed_at_once() -> None:
 async def test_the_turn_waits_while_the_vad_hears_the_caller_going_on() -> None:
     t = await _routed_after(0.4)
     assert t is not None and t >= 0.4, "routed while the caller was starting to speak again"
+
+
+async def test_a_saturated_machine_is_recorded_once_per_step_and_shortens_prompts() -> None:
+    """The degrading ladder seen from one call: brief prompts while saturated, a greedy decode noted, each once."""
+    from types import SimpleNamespace
+
+    flow = load_flow(FLOW).warm()
+    flow.new_session().prepare("bonjour")
+    recorder = CallRecorder(None, "test")
+    steps = iter(["normal", "brief", "greedy", "greedy"])
+    session = flow.new_session()
+    proc = FlowProcessor(session, recorder, vad=Resuming(0.0), default_end_of_turn_secs=0.5,
+                         load_step=lambda: next(steps, "normal"))
+    shed = SimpleNamespace(shed=True, segments=1, asr_ms=300.0, audio_s=1.5)
+    frames = []
+    for text in ("Je voudrais les horaires de la mairie.", "Oui.", "Les horaires de la mairie."):
+        t = TranscriptionFrame(text, "", "")
+        t.result = shed
+        frames += [VADUserStartedSpeakingFrame(), VADUserStoppedSpeakingFrame(stop_secs=0.25, timestamp=time.time() - 0.5),
+                   t, SleepFrame(sleep=0.6)]
+    await run_test(proc, frames_to_send=frames)
+    degraded = [e.step for e in recorder.history if isinstance(e, ev.Degraded)]
+    assert degraded == ["greedy", "brief"] or degraded == ["brief", "greedy"], degraded
+    assert session.brief  # the last turns were served in brief mode

@@ -126,11 +126,12 @@ def test_heard_examples_are_made_and_loaded(tmp_path):
 
     flow_path = tmp_path / "mairie.yaml"
     flow_path.write_text(FLOW.read_text(encoding="utf-8"), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "callbot_testing.bench.heard", "--flow", str(flow_path), "--every", "600"],
+    proc = subprocess.run([sys.executable, "-m", "callbot_testing.bench.heard", "--flow", str(flow_path), "--every", "600",
+                           "--voice", "mb-fr4", "--cache-dir", str(tmp_path / "cache")],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     heard = flow_path.with_suffix(".heard.tsv")
-    assert heard.exists() and "examples read" in proc.stdout
+    assert heard.exists() and "examples x 1 voice(s)" in proc.stdout and " 0 decoded now" not in proc.stdout
     from callbot.understanding import heard_examples
 
     flow = load_flow(flow_path)

@@ -141,6 +141,7 @@ def check_spec(spec: FlowSpec, lines: dict, where: str) -> list[str]:
                 problems.append(f"{at('nodes', nid)}: missing prompt: {node.type} node '{nid}' says nothing; "
                                 "add say: \"...\"")
             texts = [("say", t) for t in as_list(node.say)] + [("reprompt", t) for t in as_list(node.reprompt)]
+            texts += [("brief", t) for t in as_list(node.brief)]
             if isinstance(node, CollectNode):
                 texts += [("invalid", t) for t in as_list(node.invalid)]
                 texts += [("confirm_say", t) for t in as_list(node.confirm_say)]

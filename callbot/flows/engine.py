@@ -15,6 +15,7 @@ transfers or takes a callback when the town hall is closed).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -137,7 +138,7 @@ class Flow:
         for node in self.spec.nodes.values():
             if isinstance(node, (GotoNode, ConditionNode)):
                 continue
-            texts += as_list(node.say) + as_list(node.reprompt)
+            texts += as_list(node.say) + as_list(node.brief) + as_list(node.reprompt)
             if isinstance(node, MenuNode):
                 texts += self.menu_prompt(node)
             if isinstance(node, CollectNode):
@@ -185,6 +186,8 @@ class Session:
         # an emergency prompt reached by any path never says an empty number
         self.s.spoken.update(urgence_numero="cent douze", urgence_service="le numéro d'urgence européen")
         self.last_match: Match | None = None
+        # set by the call while the machine is saturated: nodes with a ``brief`` wording use it
+        self.brief = False
 
     # --- protocol ------------------------------------------------------------------------------
 
@@ -209,14 +212,15 @@ class Session:
         Also for a call that starts on the keypad menu instead of ``start``: the caller must hear it too."""
         return [Prompt(text, True) for text in self.flow.opening]
 
-    def hear(self, text: str) -> Turn:
+    def hear(self, text: str, alternatives: Sequence[str] = ()) -> Turn:
+        """The caller said ``text`` (Whisper's best hypothesis; ``alternatives``: the beam's others, best first)."""
         from callbot.flows.dialog import on_hear
 
         if self.s.ended:
             return Turn(node=self.s.node, listen=None)
         if not fold(text):
             return self.silence()
-        return on_hear(self, text)
+        return on_hear(self, text, tuple(a for a in alternatives if fold(a)))
 
     def press(self, digits: str) -> Turn:
         from callbot.flows.dialog import on_press
@@ -235,10 +239,16 @@ class Session:
             return Turn(node=self.s.node, listen=None)
         return fail(self, "no_input", [], [])
 
-    def prepare(self, text: str) -> None:
-        """Compute the sentence vectors ``hear`` will need (blocking: call it from a worker thread)."""
-        self.flow.recogniser.prepare(text)
-        self.flow.emergency.prepare(text)
+    def prepare(self, text: str, alternatives: Sequence[str] = ()) -> None:
+        """Compute the sentence vectors ``hear`` will need (blocking: call it from a worker thread):
+        Whisper's other hypotheses' too, when this node would look at them (its best is not understood)."""
+        from callbot.flows.dialog import wants_alternatives
+
+        for i, said in enumerate((text, *alternatives)):
+            if i == 1 and not wants_alternatives(self, text):
+                break
+            self.flow.recogniser.prepare(said)
+            self.flow.emergency.prepare(said)
 
     def vocabulary(self) -> str:
         node = self.flow.nodes.get(self.s.node)
@@ -319,6 +329,8 @@ class Session:
                         break
                 continue
             say = flow.menu_prompt(node) if isinstance(node, MenuNode) else node.say
+            if self.brief and as_list(node.brief):
+                say = node.brief
             self.say(out, self.variant(say, visit))
             if isinstance(node, SayNode):
                 for k, v in node.set.items():

@@ -56,6 +56,8 @@ class Branch(_Model):
 
 class _Node(_Model):
     say: Prompts = Field(default_factory=list, description="what to say; a list = variants by visit")
+    brief: Prompts = Field(default_factory=list, description="a shorter 'say', spoken instead while the machine "
+                           "is saturated (first step of degrading, before less precise recognition)")
     reprompt: Prompts = Field(default_factory=list, description="other wording after no input / no match")
     barge_in: bool = Field(True, description="caller speech may interrupt the prompt")
     end_of_turn_secs: float | None = Field(None, ge=0.2, le=5.0, description="endpointing hint")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -68,7 +69,7 @@ class FlowSession(Protocol):
 
     def start(self) -> Turn: ...
 
-    def hear(self, text: str) -> Turn: ...
+    def hear(self, text: str, alternatives: Sequence[str] = ()) -> Turn: ...
 
     def press(self, digits: str) -> Turn: ...
 

@@ -44,6 +44,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -60,6 +61,7 @@ from callbot.errors import ModelError, StageFault
 from callbot.faults import Stalls, asr_deadline, inject, injected, within
 from callbot.osthreads import name_thread
 from callbot.speech.batcher import (
+    n_best,
     BUCKET_S,
     ENCODE_EACH,
     MAX_BATCH,
@@ -107,6 +109,12 @@ class AsrResult:
     segments: int = 1  # WhisperSTT: >1 = a re-decode of the whole turn so far (supersedes)
     early: bool = False  # WhisperSTT: decoded from the start of the pause, before the VAD stop
     batch: int = 0  # decodes in the model call that served this one (asr_batching); 0 = decoded alone
+    shed: bool = False  # decoded greedy because the machine was saturated (the ladder's "greedy" step)
+    alternatives: tuple[str, ...] = ()  # the beam's other hypotheses, best first (short window, beam > 1)
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
 
 
 def _compression_ratio(text: str) -> float:
@@ -263,7 +271,9 @@ class SharedWhisper:
         self.admission = AsrAdmission(int(getattr(settings, "max_asr_calls", 0) or 0),
                                       int(getattr(settings, "max_asr_queue", 0) or 0),
                                       float(getattr(settings, "max_asr_response_s", 0) or 0),
-                                      decode_slots=self.max_concurrent)
+                                      decode_slots=self.max_concurrent,
+                                      brief_response_s=float(getattr(settings, "asr_brief_response_s", 0) or 0),
+                                      greedy_response_s=float(getattr(settings, "asr_greedy_response_s", 0) or 0))
         self.waiting = 0  # decodes waiting for a slot (all calls of this process)
         self.running = 0  # decodes in progress (event-loop side bookkeeping)
         self.speculating = 0  # of which speculative (early decodes that may be thrown away)
@@ -276,6 +286,10 @@ class SharedWhisper:
         self._sems_lock = threading.Lock()
         self._batcher: MicroBatcher[Prepared, AsrResult] | None = None  # set_batching, once the model is loaded
         self.window_bucket_s = 0.0
+
+    def greedy_now(self, waiting: int, others_running: int) -> bool:
+        """The degrading ladder has reached greedy decoding (``admission.AsrAdmission.step``)."""
+        return self.admission.step(time.monotonic(), waiting, others_running) in ("greedy", "keypad")
 
     def _niced(self, build: Callable[[], Any]) -> Any:
         """Build the model in a thread named ``whisper``, of lower priority (``asr_nice``).
@@ -326,23 +340,25 @@ class SharedWhisper:
             assert self._batcher is not None
             return self._batcher.submit(self._prepare(audio, audio_s, prompt, beam)).result()
         t0 = time.perf_counter()
+        alternatives: tuple[str, ...] = ()
         if audio_s < 0.1:
             raw, no_speech, logprob = "", 1.0, 0.0
         elif mode == "short":
-            raw, no_speech, logprob = self._decode_short(audio, audio_s, prompt, beam)
+            raw, no_speech, logprob, alternatives = self._decode_short(audio, audio_s, prompt, beam)
         else:
             raw, no_speech, logprob = self._decode_full(audio, audio_s, prompt, beam)
-        return self._result(raw, no_speech, logprob, audio_s=audio_s, mode=mode, beam=beam,
+        return self._result(raw, no_speech, logprob, alternatives, audio_s=audio_s, mode=mode, beam=beam,
                             asr_ms=(time.perf_counter() - t0) * 1000)
 
-    def _result(self, raw: str, no_speech: float, logprob: float, *, audio_s: float, mode: str, beam: int,
-                asr_ms: float) -> AsrResult:
+    def _result(self, raw: str, no_speech: float, logprob: float, alternatives: tuple[str, ...] = (), *,
+                audio_s: float, mode: str, beam: int, asr_ms: float) -> AsrResult:
         raw = raw.strip()
         ratio = _compression_ratio(raw)
         rejected = _judge(raw, no_speech, logprob, ratio)
         res = AsrResult(
             text="" if rejected else raw, audio_s=audio_s, asr_ms=asr_ms, no_speech_prob=no_speech,
             avg_logprob=logprob, compression_ratio=ratio, raw_text=raw, rejected=rejected, window=mode, beam=beam,
+            alternatives=() if rejected else alternatives,
         )
         log.debug("asr %.2fs audio in %.0f ms (%s): %r%s", audio_s, asr_ms, mode, raw,
                   f" rejected={rejected}" if rejected else "")
@@ -385,17 +401,19 @@ class SharedWhisper:
                         time.perf_counter())
 
     def _decode_short(self, audio: np.ndarray, audio_s: float, prompt: str | None,
-                      beam: int) -> tuple[str, float, float]:
+                      beam: int) -> tuple[str, float, float, tuple[str, ...]]:
         p = self._prepare(audio, audio_s, prompt, beam)
         enc = self.model.encode(p.mel)
         first = self.model.model.generate(enc, [p.prompt_ids], beam_size=beam, max_length=p.max_length,
-                                          **self._common)[0]
+                                          num_hypotheses=n_best(beam), **self._common)[0]
         return self._finish(lambda: enc, p, first)
 
-    def _finish(self, enc: Callable[[], Any], p: Prepared, first: Any) -> tuple[str, float, float]:
+    def _finish(self, enc: Callable[[], Any], p: Prepared, first: Any) -> tuple[str, float, float, tuple[str, ...]]:
         """Judge a first-pass result; if it looks like a loop or a guess, one bounded fallback
-        on the same encoder output (``enc()``), alone. Returns (text, no_speech_prob, avg_logprob)."""
+        on the same encoder output (``enc()``), alone. Returns (text, no_speech_prob, avg_logprob,
+        the beam's other hypotheses)."""
         best = self._judged(first)
+        alternatives = self._alternatives(first, best[0])
         if best[3] in ("repetitive", "low_confidence") and FALLBACK_TEMPERATURE:
             # One bounded fallback, as faster-whisper does at 0.2, 0.4 … 1.0 but once: sample
             # a few hypotheses from the same encoder output (decoder-only cost) and keep the
@@ -405,7 +423,18 @@ class SharedWhisper:
                                  sampling_temperature=FALLBACK_TEMPERATURE)
             ok = [r for r in (best, alt) if r[3] != "repetitive"] or [best, alt]
             best = max(ok, key=lambda r: r[2])
-        return best[0], best[1], best[2]
+            alternatives = ()
+        return best[0], best[1], best[2], alternatives
+
+    def _alternatives(self, result: Any, best: str) -> tuple[str, ...]:
+        """The beam's other hypotheses, distinct from the best and from each other (case and punctuation aside)."""
+        seen, out = {_plain(best)}, []
+        for ids in result.sequences_ids[1:]:
+            text = self._tokenizer.decode(ids).strip()
+            if text and _plain(text) not in seen:
+                seen.add(_plain(text))
+                out.append(text)
+        return tuple(out)
 
     def _generate(self, enc, prompt_ids: list[int], common: dict, **kw) -> tuple[str, float, float, str | None]:
         """One CTranslate2 decode: (text, no_speech_prob, avg_logprob, rejection or None)."""
@@ -478,9 +507,9 @@ class SharedWhisper:
         finally:
             self.waiting -= 1
         queue_ms = (time.perf_counter() - t0) * 1000
-        # Under load (another decode running or waiting) greedy decoding: the encoder is
-        # the same, the beam's decoder steps are not (scripts/bench-asr --beam 1).
-        beam = self.busy_beam_size if (self.running - self.speculating or self.waiting) else self.beam_size
+        # Greedy once the ladder says so: the encoder is the same, the beam's decoder steps are not
+        # (scripts/bench-asr --beam 1).
+        beam = self.busy_beam_size if self.greedy_now(self.waiting, self.running - self.speculating) else self.beam_size
         self.running += 1
         self.speculating += speculative
         if on_start is not None:
@@ -504,6 +533,7 @@ class SharedWhisper:
         res = await within(fut, deadline, stage="asr", stalls=self.stalls,
                            what=f"Whisper decode of {audio_s:.1f} s of audio{' (early)' if speculative else ''}")
         res.queue_ms = queue_ms
+        res.shed = beam < self.beam_size
         if not speculative:  # early decodes run only on an idle recogniser: they would flatter the average
             self.admission.observe((queue_ms + res.asr_ms) / 1000, time.monotonic())
         return res
@@ -550,8 +580,8 @@ class SharedWhisper:
             leave_queue()
             raise
         # Greedy under load, as in the slot path (the others in the queue are the load here).
-        busy = self.running - self.speculating or self.waiting > 1
-        p.beam = self.busy_beam_size if busy else self.beam_size
+        p.beam = self.busy_beam_size if self.greedy_now(self.waiting - 1, self.running - self.speculating) \
+            else self.beam_size
         assert self._batcher is not None
         cf = self._batcher.submit(p, on_start=lambda: loop.call_soon_threadsafe(begin))
         fut = asyncio.wrap_future(cf, loop=loop)
@@ -570,6 +600,7 @@ class SharedWhisper:
                            what=f"Whisper decode of {audio_s:.1f} s of audio{' (early)' if speculative else ''}")
         started = began.result() if began.done() else t0
         res.queue_ms = (started - t0) * 1000
+        res.shed = p.beam < self.beam_size
         if not speculative:
             self.admission.observe((res.queue_ms + res.asr_ms) / 1000, time.monotonic())
         return res

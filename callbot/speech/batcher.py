@@ -44,6 +44,16 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+# The beam's other finished hypotheses, kept for the recogniser: when Whisper's best is not
+# understood, the next one often is ("la mère y" / "la mairie"; docs/understanding.md).
+N_BEST = 4
+
+
+def n_best(beam: int) -> int:
+    """Hypotheses to ask the beam for: all its finished ones up to ``N_BEST`` (greedy has one)."""
+    return max(1, min(beam, N_BEST))
+
+
 import numpy as np
 
 from callbot.osthreads import name_thread
@@ -318,7 +328,7 @@ class WhisperBatch:
             sv = self.model.encode(ctranslate2.StorageView.from_array(p.mel[None]))
             self.generate_calls += 1
             first = self.model.generate(sv, [p.prompt_ids], beam_size=p.beam, max_length=p.max_length,
-                                        **self.common)[0]
+                                        num_hypotheses=n_best(p.beam), **self.common)[0]
             try:
                 return [self.finish(lambda: sv, p, first)]
             except Exception as e:
@@ -331,7 +341,8 @@ class WhisperBatch:
         self.generate_calls += 1
         firsts = self.model.generate(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(enc)), [p.prompt_ids for p in items],
-            beam_size=items[0].beam, max_length=max(p.max_length for p in items), **self.common)
+            beam_size=items[0].beam, max_length=max(p.max_length for p in items),
+            num_hypotheses=n_best(items[0].beam), **self.common)
         out: list[Any] = []
         for i, (p, first) in enumerate(zip(items, firsts)):
             try:

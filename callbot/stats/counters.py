@@ -39,6 +39,7 @@ FIXED = (
     "agent_answered", "answered_within_sl", "answer_wait_s_sum", "talk_s_sum", "talk_count",
     "resolved_by_bot", "deflected", "handoffs", "transfers", "callbacks", "callback_requests",
     "tickets", "emergencies", "survey_responses", "survey_score_sum", "keypad_fallbacks",
+    "brief_calls", "greedy_calls",
     "greeting_latency_ms_sum", "greeting_latency_count", "v2v_count", "v2v_ms_sum",
 )
 NO_INTENT = "_none"  # the intent row of answered calls where no request was recognised
@@ -98,6 +99,8 @@ def counters(f: CallFacts, *, sl_threshold_s: float = SL_THRESHOLD_S,
         c["survey_responses"] = 1.0
         c["survey_score_sum"] = float(f.survey_score)
     c["keypad_fallbacks"] = float(f.keypad_fallback)
+    c["brief_calls"] = float("brief" in f.degraded)
+    c["greedy_calls"] = float("greedy" in f.degraded)
     if f.greeting_latency_ms is not None:
         c["greeting_latency_ms_sum"] = f.greeting_latency_ms
         c["greeting_latency_count"] = 1.0

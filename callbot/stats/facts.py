@@ -88,6 +88,7 @@ class CallFacts(BaseModel):
     v2v_ms: list[float] = Field(default_factory=list)  # voice-to-voice of speech turns
     no_match_texts: list[str] = Field(default_factory=list)
     keypad_fallback: bool = False
+    degraded: list[str] = Field(default_factory=list)  # degrading-ladder steps the call was served at
     rejected: bool = False
 
 
@@ -211,6 +212,7 @@ def call_facts(events: list[ev._Event], *, short_abandon_s: float = SHORT_ABANDO
                 and e.voice_to_voice_ms is not None and e.trigger == "speech"],
         no_match_texts=no_match_texts,
         keypad_fallback=any(isinstance(e, ev.KeypadFallback) for e in events),
+        degraded=sorted({e.step for e in events if isinstance(e, ev.Degraded)}),
         rejected=rejected,
     )
     return f.model_copy(update={"outcome": outcome_of(f)})

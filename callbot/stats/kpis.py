@@ -192,8 +192,15 @@ def compute_kpis(totals: dict[str, float], *, sl_threshold_s: float = SL_THRESHO
                      definition=f"Délai fin de parole de l'appelant -> début de réponse, tel que {q} % des tours "
                                 "de parole sont plus rapides (interpolé dans l'histogramme) / tours de parole."))
     k += [
+        _ratio("brief_rate", _g(t, "brief_calls"), answered, "Messages abrégés (charge)",
+               "Appels servis avec les messages courts du parcours, la machine étant saturée (1er palier de "
+               "dégradation) / appels décrochés."),
+        _ratio("greedy_rate", _g(t, "greedy_calls"), answered, "Reconnaissance allégée (charge)",
+               "Appels dont au moins un tour a été reconnu en mode rapide moins précis (2e palier) / appels "
+               "décrochés."),
         _ratio("keypad_fallback_rate", _g(t, "keypad_fallbacks"), answered, "Passage au clavier",
-               "Appels passés au menu clavier faute de reconnaissance vocale disponible / appels décrochés."),
+               "Appels passés au menu clavier faute de reconnaissance vocale disponible (dernier palier) / "
+               "appels décrochés."),
         _count("rejected_calls", _g(t, "rejected"), "Appels refusés (saturation)",
                "Appels refusés avant décroché (capacité atteinte) : comptés dans les appels reçus."),
     ]

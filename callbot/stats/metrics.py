@@ -35,6 +35,8 @@ class Metrics:
         self.overload = Counter("callbot_overload", "Capacity limits hit (refused or degraded calls)", ["what"],
                                 registry=r)
         self.keypad = Counter("callbot_keypad_fallbacks", "Calls moved to the keypad menu", ["reason"], registry=r)
+        self.degraded = Counter("callbot_degraded_calls", "Calls served a step down the degrading ladder "
+                                "(brief prompts, greedy decoding)", ["step"], registry=r)
         self.queue_events = Counter("callbot_queue_events", "Switchboard events (queued, agent_answered, "
                                     "abandoned, callback_requested, ...)", ["event"], registry=r)
         self.queue_wait = Histogram("callbot_queue_wait_seconds", "Queue entry -> agent accepted",
@@ -67,6 +69,8 @@ class Metrics:
             self.overload.labels(e.what).inc()
         elif isinstance(e, ev.KeypadFallback):
             self.keypad.labels(e.reason).inc()
+        elif isinstance(e, ev.Degraded):
+            self.degraded.labels(e.step).inc()
         elif isinstance(e, ev.Emergency):
             self.emergencies.labels(e.number).inc()
         elif isinstance(e, (ev.Queued, ev.AgentOffered, ev.AgentAnswered, ev.AgentDeclined, ev.AgentConnected,

@@ -81,6 +81,9 @@ DANGER = [
     r"perdu (?:mon|ma) (?:enfant|fils|fille|petit|petite)",
     r"ne (?:trouve|retrouve) plus (?:mon|ma) (?:enfant|fils|fille|petit|petite)", r"fait une crise",
     r"menace de (?:me|le|la|nous)? ?(?:tuer|frapper)",
+    r"contractions", r"perd les eaux", r"accident grave", r"grave accident", r"(?:messages?|lettre|mot) d adieu",
+    r"(?:sur|dans) les voies", r"en train de m ordre",
+    r"(?:un|des|le|les) (?:voleurs?|cambrioleurs?|intrus) (?:chez|dans) (?:moi|nous|la maison|l appartement|le jardin)", r"(?:veut|va|vais|voulait) se (?:jeter|pendre|tailler|ouvrir)",
 ]
 # Ordinary words that point to danger only with the classifier's agreement.
 WEAK = [
@@ -109,7 +112,7 @@ BENIGN = [
 # Long danger words matched through Whisper's slips ("un sandie", "inconsient"): same French
 # phonetic spelling as the lexical scorer, at most one sound apart.
 FUZZY = ["incendie", "inconscient", "inconsciente", "ambulance", "explosion", "electrocute", "noyade",
-         "asphyxie", "hemorragie"]
+         "asphyxie", "hemorragie", "convulse", "convulsion"]
 
 
 def _compile(parts: list[str]) -> re.Pattern:

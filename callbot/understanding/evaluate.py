@@ -54,13 +54,13 @@ class Outcome:
         return OFF_TOPIC if self.kind == "no_match" else self.label
 
 
-def first_turn(flow, text: str) -> Outcome:
+def first_turn(flow, text: str, alternatives: tuple[str, ...] = ()) -> Outcome:
     from callbot.flows.types import CallContext
 
     session = flow.new_session(CallContext(channel="eval", caller="+33600000000", now=EVAL_NOW))
     session.start()
     t0 = time.perf_counter()
-    turn = session.hear(text)
+    turn = session.hear(text, alternatives)
     ms = (time.perf_counter() - t0) * 1000
     if any(isinstance(e, Emergency) for e in turn.events):
         em = next(e for e in turn.events if isinstance(e, IntentMatched))

@@ -88,6 +88,7 @@ EVENT_LABELS = {
     "queue_left": "Sorti de l'attente", "abandoned": "Raccroché pendant l'attente",
     "callback_requested": "Rappel demandé", "callback_done": "Rappel traité",
     "keypad_fallback": "Passage au clavier", "overload": "Surcharge", "fault": "Incident technique",
+    "degraded": "Mode dégradé (charge)",
 }
 TECHNICAL = {"node", "latency", "slot"}  # hidden unless the manager asks for details
 DECLINE_CAUSES = {"declined": "refusé", "timeout": "pas de réponse à temps", "no_answer": "pas de réponse",
@@ -168,6 +169,8 @@ def _detail(e: dict[str, Any], names: dict[str, str], intents: dict[str, str], s
     if t == "callback_done":
         return ("fait" if e.get("outcome") == "done" else "pas de réponse") + (f" par {who}" if who else "") + \
             (f" · {e['note']}" if e.get("note") else "")
+    if t == "degraded":
+        return {"brief": "messages abrégés", "greedy": "reconnaissance allégée"}.get(e.get("step", ""), "")
     if t in ("keypad_fallback", "overload"):
         return e.get("detail") or e.get("reason") or e.get("what") or ""
     if t == "fault":

@@ -71,19 +71,27 @@ def clean_delays(report, kind: str) -> list[float | None]:
     return out
 
 
-async def keypad_call_sids(url: str, headers: dict[str, str] | None = None) -> set[str]:
-    """Provider call ids of the calls that admission control put on the keypad menu."""
+async def call_marks(url: str, headers: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """Provider call ids by what load did to them: ``keypad`` (moved to the keypad menu mid-call by
+    admission control), ``keypad_any`` (on the keypad menu at any point), ``brief``/``greedy``
+    (served a step down the degrading ladder)."""
     import aiohttp
 
-    out: set[str] = set()
+    out: dict[str, set[str]] = {"keypad": set(), "keypad_any": set(), "brief": set(), "greedy": set()}
     async with aiohttp.ClientSession(headers=headers) as http:  # headers: the API token
         async with http.get(f"{url}/api/calls", params={"limit": "500"}) as r:
             calls = (await r.json())["calls"]
         for c in calls:
             async with http.get(f"{url}/api/calls/{c['id']}") as r:
                 call = await r.json()
-            if any(e.get("type") == "error" and e.get("code") == "asr_busy" for e in call.get("events", [])):
-                out.add(c.get("provider_call_id"))
+            sid, events = c.get("provider_call_id"), call.get("events", [])
+            if any(e.get("type") == "error" and e.get("code") == "asr_busy" for e in events):
+                out["keypad"].add(sid)
+            if any(e.get("type") == "keypad_fallback" for e in events):
+                out["keypad_any"].add(sid)
+            for e in events:
+                if e.get("type") == "degraded" and e.get("step") in out:
+                    out[e["step"]].add(sid)
     return out
 
 
@@ -187,7 +195,8 @@ async def run(args: argparse.Namespace) -> dict:
             sampler_task = asyncio.create_task(sample())
             await asyncio.gather(*(slot(i) for i in range(args.calls)))
             sampler_task.cancel()
-            keypad = await keypad_call_sids(srv.url, srv.api_headers)
+            marks = await call_marks(srv.url, srv.api_headers)
+            keypad = marks["keypad"]
         proc = sampler.summary()
         proc["rss_mb_idle"] = sampler.rss[0]
         proc["caller_cpu_pct"] = me.summary()["cpu_pct_mean"]
@@ -210,6 +219,7 @@ async def run(args: argparse.Namespace) -> dict:
         "voice_to_voice_speech_calls": S.stats([v for r in results if r.get("call_sid") not in keypad
                                                 for v in r.get("v2v_clean", [])]),
         "speech_calls": sum(1 for r in results if r.get("call_sid") not in keypad),
+        **{f"{k}_calls": sum(1 for r in results if r.get("call_sid") in v) for k, v in marks.items()},
         "voice_to_voice_all": S.stats(v2v),
         "dtmf_to_voice": S.stats([v for r in results for v in r["dtmf"]]),
         "missing_replies": sum(v is None for v in v2v),
@@ -222,7 +232,7 @@ async def run(args: argparse.Namespace) -> dict:
     }
 
 
-def print_summary(s: dict) -> None:
+def print_summary(s: dict, flush: bool = False) -> None:
     def line(name: str, st: dict) -> str:
         if not st["n"]:
             return f"  {name:<16} -"
@@ -259,8 +269,44 @@ def print_summary(s: dict) -> None:
               f"queued p50/p95 {a['queued']['p50'] * 1000:.0f}/{a['queued']['p95'] * 1000:.0f} ms; "
               f"calls in keypad mode {a['keypad_calls']} at start ({a.get('keypad_by_response', 0)} for Whisper's "
               f"response time), {a['degraded_calls']} mid-call")
+    print(f"  degrading ladder: brief prompts {s.get('brief_calls', 0)} calls, greedy decoding "
+          f"{s.get('greedy_calls', 0)}, keypad menu {s.get('keypad_any_calls', 0)} (of {s['placed']})")
     for e in s["errors"]:
         print(f"  error: {e[:200]}")
+    if flush:
+        sys.stdout.flush()
+
+
+def cpu_line() -> str:
+    """The CPU model and the instruction sets that change Whisper's speed (AVX2 vs AVX-512/VNNI)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "cpu: unknown"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    return f"cpu: {model}, {os.cpu_count()} vCPU, {' + '.join(isa) or 'no AVX2'}"
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """One markdown row per concurrency: what a caller gets, and what it costs the machine."""
+    def ms(st: dict, q: str) -> str:
+        return f"{st[q] * 1000:.0f}" if st.get("n") else "-"
+
+    def pct(n: int, d: int) -> str:
+        return f"{100 * n / d:.0f} %" if d else "-"
+
+    out = ["| calls | placed | answered | keypad menu | brief prompts | greedy ASR | voice-to-voice p50 / p95 "
+           "(speech calls) | all turns p95 | greeting p95 | server CPU (of 200 %) | RSS max |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        v, placed = s["voice_to_voice_speech_calls"], s["placed"]
+        out.append(f"| {s['calls']} | {placed} | {pct(s['answered'], placed)} | {pct(s.get('keypad_any_calls', 0), placed)}"
+                   f" | {pct(s.get('brief_calls', 0), placed)} | {pct(s.get('greedy_calls', 0), placed)}"
+                   f" | {ms(v, 'p50')} / {ms(v, 'p95')} ms (n={v['n']}) | {ms(s['voice_to_voice'], 'p95')} ms"
+                   f" | {ms(s['greeting'], 'p95')} ms | {s['server']['cpu_pct_mean']} % | {s['server']['rss_mb_max']:.0f} MB |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--env", action="append", default=[], metavar="CALLBOT_X=V", help="server setting override")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sweep", default="", metavar="1,5,10,20,30",
+                    help="run each concurrency in turn (a fresh server each) and print one table")
     args = ap.parse_args(argv)
+    if args.sweep:
+        rows = []
+        for n in (int(x) for x in args.sweep.split(",")):
+            args.calls = n
+            rows.append(asyncio.run(run(args)))
+            print_summary(rows[-1], flush=True)
+        print(cpu_line())
+        print(sweep_table(rows))
+        return 0 if all(r["failed"] == 0 for r in rows) else 1
     summary = asyncio.run(run(args))
     if args.json:
         print(json.dumps(summary, indent=1))

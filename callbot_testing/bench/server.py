@@ -56,8 +56,11 @@ class BenchServer:
         return self.log_path.read_text(errors="replace")[-tail:]
 
 
-def start_server(tmp: Path | None = None, **env_overrides: str) -> BenchServer:
-    """Start ``python -m callbot serve`` on free loopback ports; wait for /healthz (models loaded)."""
+def start_server(tmp: Path | None = None, *, module: str = "callbot", **env_overrides: str) -> BenchServer:
+    """Start ``python -m callbot serve`` on free loopback ports; wait for /healthz (models loaded).
+
+    ``module``: what ``-m`` runs with ``serve``, e.g. ``callbot_testing.loopwatch`` (the server with its
+    event loop's steps timed)."""
     tmp = Path(tmp or tempfile.mkdtemp(prefix="callbot-bench-"))
     port, rest_port, sip_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
@@ -75,7 +78,7 @@ def start_server(tmp: Path | None = None, **env_overrides: str) -> BenchServer:
     env.pop("CALLBOT_REDIS_URL", None)
     env.update(env_overrides)
     log_path = tmp / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "callbot", "serve"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", module, "serve"], cwd=ROOT, env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

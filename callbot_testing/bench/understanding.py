@@ -165,11 +165,12 @@ class Row:
         return "recogniser" if self.written != self.gold else "asr"
 
 
-def predict(flow, text: str) -> tuple[str, float, bool]:
-    """(intent, confidence, matched) through the engine, as eval-intents judges it."""
+def predict(flow, text: str, alternatives: tuple[str, ...] = ()) -> tuple[str, float, bool]:
+    """(intent, confidence, matched) through the engine, as eval-intents judges it (``alternatives``:
+    Whisper's other hypotheses, which a call passes too)."""
     from callbot.understanding.evaluate import first_turn
 
-    o = first_turn(flow, text)
+    o = first_turn(flow, text, alternatives)
     return o.judged(), o.confidence, o.kind in ("route", "emergency")
 
 
@@ -191,6 +192,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--prompt", default=None, help="Whisper prompt instead of the start node's vocabulary()")
     ap.add_argument("--voice", choices=sorted(VOICES), default="mb-fr1",
                     help="caller voice (default mb-fr1: MBROLA via espeak-ng, a voice the bot does not use)")
+    ap.add_argument("--no-alternatives", action="store_true",
+                    help="route Whisper's best hypothesis only (not the beam's others, as a call does)")
     return ap.parse_args(argv)
 
 
@@ -244,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     for row, clip in zip(rows, clips):
         res = whisper.transcribe(clip, prompt, window=args.window)
         row.heard, row.raw, row.asr_ms = res.text, res.raw_text, res.asr_ms
-        row.spoken, row.confidence, row.matched = (predict(flow, res.text) if res.text
+        alternatives = () if args.no_alternatives else res.alternatives
+        row.spoken, row.confidence, row.matched = (predict(flow, res.text, alternatives) if res.text
                                                    else (NOTHING, 0.0, False))
         row.written = predict(flow, row.text)[0]
         row.errors, _ = align(norm_words(row.text), norm_words(res.raw_text))
