@@ -79,9 +79,9 @@ class AsrAdmission:
     def step(self, now: float, waiting: int = 0, others_running: int = 0) -> Step:
         """Where the machine stands on the degrading ladder at ``now``; ``waiting``: decodes waiting for a
         slot, ``others_running``: other decodes in progress (only used when ``greedy_response_s`` is 0)."""
-        if self.refusal(now) is not None:
-            return "keypad"
         recent = self._recent_response(now)
+        if self.stalled() or (self.max_response_s and self.speech_calls and recent > self.max_response_s):
+            return "keypad"  # not the max_calls cap: a count of calls says nothing of how Whisper keeps up
         if waiting or (recent > self.greedy_response_s if self.greedy_response_s else others_running > 0):
             return "greedy"
         if self.brief_response_s and recent > self.brief_response_s:

@@ -154,3 +154,10 @@ def test_queued_decodes_mean_greedy_and_zero_keeps_the_older_rule():
     assert a.step(0.0, others_running=1) == "normal"  # a second decode alone is no saturation
     old = AsrAdmission()
     assert old.step(0.0, others_running=1) == "greedy" and old.step(0.0) == "normal"
+
+
+def test_the_call_cap_alone_is_no_saturation():
+    a = AsrAdmission(max_calls=2, max_response_s=2.5, brief_response_s=0.8, greedy_response_s=1.2)
+    assert a.admit_call(0.0) and a.admit_call(0.0) and not a.admit_call(0.0)  # the third caller: keypad menu
+    a.observe(0.4, now=0.0)
+    assert a.step(0.5) == "normal"  # ... but the two speech calls are served in full

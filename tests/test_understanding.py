@@ -81,7 +81,8 @@ def report(flow, name: str) -> Report:
 
 
 def test_held_out_callers_do_not_regress(flow):
-    """Reached by this version on the held-out set: 0.905, emergencies 46/47, 11/383 false alarms."""
+    """Reached on the held-out set: 0.905, emergencies 46/47, 11/383 false alarms (2026-12-04, first
+    version); 0.902, 45/47, 11/383 with the fifth batch of examples (2026-12-05)."""
     r = report(flow, "callers.tsv")
     caught, pos, alarms, neg = r.emergency_counts()
     assert r.accuracy() >= 0.885, r.lines(0)[-1]
@@ -90,9 +91,12 @@ def test_held_out_callers_do_not_regress(flow):
 
 
 def test_emergency_tuning_set_stays_caught(flow):
-    """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 6 false alarms."""
+    """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 2 false alarms;
+    tune_emergency2.tsv (120 / 120, a fourth writer): 120/120, 6 false alarms."""
     caught, pos, alarms, neg = report(flow, "tune_emergency.tsv").emergency_counts()
-    assert caught >= pos - 1 and alarms <= 8
+    assert caught >= pos - 1 and alarms <= 6
+    caught, pos, alarms, neg = report(flow, "tune_emergency2.tsv").emergency_counts()
+    assert caught >= pos - 1 and alarms <= 10
 
 
 def test_emergency_transfers_to_the_towns_line_when_it_has_a_number(tmp_path):

@@ -83,7 +83,10 @@ DANGER = [
     r"menace de (?:me|le|la|nous)? ?(?:tuer|frapper)",
     r"contractions", r"perd les eaux", r"accident grave", r"grave accident", r"(?:messages?|lettre|mot) d adieu",
     r"(?:sur|dans) les voies", r"en train de m ordre",
-    r"(?:un|des|le|les) (?:voleurs?|cambrioleurs?|intrus) (?:chez|dans) (?:moi|nous|la maison|l appartement|le jardin)", r"(?:veut|va|vais|voulait) se (?:jeter|pendre|tailler|ouvrir)",
+    r"(?:un|des|le|les) (?:voleurs?|cambrioleurs?|intrus) (?:chez|dans) (?:moi|nous|la maison|l appartement|le jardin)",
+    r"(?:peut|peux|peuvent|arrive) (?:plus|pas) (?:a )?bouger", r"par terre depuis",
+    r"(?:fauche|percute|renverse) (?:un|une|deux|trois|des|quelqu un|une personne|un pieton|un enfant|un cycliste)",
+    r"(?:enfant|fils|fille|petit|petite|gamin|gamine)(?: de \w+ ans)? (?:il |elle )?est perdue?", r"je (?:le |la )?cherche partout", r"(?:veut|va|vais|voulait) se (?:jeter|pendre|tailler|ouvrir)",
 ]
 # Ordinary words that point to danger only with the classifier's agreement.
 WEAK = [
@@ -107,7 +110,9 @@ BENIGN = [
     r"pompiers volontaires", r"personne (?:n )?(?:est|a ete) blesse", r"pas de blesse", r"depuis l incendie",
     r"apres l incendie", r"barbecue", r"aux urgences", r"(?:la|une|sa|leur) tombe ", r"cimetiere", r"va finir par",
     r"risque de", r"avant qu (?:un|une|il|elle|on)", r"(?:c est )?pas (?:violent|grave|dangereux)", r"calendriers?",
-    r"amicale",
+    r"amicale", r"bouches? d incendie", r"(?:samedi|dimanche|lundi|mardi|mercredi|jeudi|vendredi) dernier",
+    r"la nuit derniere", r"(?:va|vont|vas) me tuer si", r"formulaire", r"journaliste", r"spectacle", r"theatre",
+    r"numero (?:du samu|des pompiers|de la police)",
 ]
 # Long danger words matched through Whisper's slips ("un sandie", "inconsient"): same French
 # phonetic spelling as the lexical scorer, at most one sound apart.

@@ -1,7 +1,7 @@
 """What Whisper hears of the flow's examples: extra training sentences for the intent classifier.
 
 Each example (every ``--every``-th) is read by voices that neither the bot's prompts nor the spoken
-evaluation use (MBROLA fr4; Pico, the bot's own voice, reads as a second caller), sent through the
+evaluation use (MBROLA fr4 by default; Pico, the bot's own voice, may read as a second caller), sent through the
 8 kHz µ-law line, transcribed by Whisper with the start node's prompt, and written to
 ``<flow>.heard.tsv`` (``heard<TAB>intent``) when the transcript differs from the example. The
 recogniser loads that file beside the flow, at half the weight of a written example: it learns that
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="make-heard-examples", description=__doc__)
     ap.add_argument("--flow", type=Path, default=DEFAULT_FLOW)
-    ap.add_argument("--every", type=int, default=1, help="take one example in N (default: all)")
-    ap.add_argument("--voice", default="mb-fr4,pico", help="comma-separated voices (default mb-fr4,pico)")
+    ap.add_argument("--every", type=int, default=3, help="take one example in N (default 3: all of them measured "
+                    "no better, docs/understanding.md)")
+    ap.add_argument("--voice", default="mb-fr4", help="comma-separated voices (default mb-fr4)")
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     args = ap.parse_args(argv)
     voices = [v.strip() for v in args.voice.split(",") if v.strip()]
