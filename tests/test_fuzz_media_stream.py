@@ -326,7 +326,7 @@ async def media_server():
 
     async def on_call(transport, info, control) -> None:
         record = calls.setdefault(info.provider_call_id, {"done": asyncio.Event()})
-        collect = Collect()
+        collect = record["collect"] = Collect()
         try:
             await run_pipeline(Pipeline([transport.input(), collect]), transport)
         except BaseException as e:  # recorded, then re-raised: the test asserts there was none
@@ -374,11 +374,24 @@ async def _call_done(calls: dict[str, dict[str, Any]], call_sid: str) -> dict[st
     return calls[call_sid]
 
 
+async def _until_received(calls: dict[str, dict[str, Any]] | None, call_sid: str, pcm_bytes: int) -> None:
+    """Before hanging up, wait (at most 10 s) until the call's pipeline has the audio sent: a hang-up cancels
+    the pipeline at once, and under CPU load its audio task lags behind the socket (a fixed 0.3 s failed
+    every time with two busy processes beside the test)."""
+    deadline = time.monotonic() + 10
+    while calls is not None and time.monotonic() < deadline:
+        collect = calls.get(call_sid, {}).get("collect")
+        if collect is not None and collect.audio_bytes >= pcm_bytes:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def _send(ws: aiohttp.ClientWebSocketResponse, data: str | bytes) -> None:
     await (ws.send_bytes(data) if isinstance(data, bytes) else ws.send_str(data))
 
 
-async def _hostile_call(url: str, k: int, rnd: random.Random, per_call: int) -> dict[str, Any]:
+async def _hostile_call(url: str, k: int, rnd: random.Random, per_call: int,
+                        calls: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One call: junk before ``start``, then ``per_call`` hostile messages between valid audio and digits,
     ``stop``, junk after it. Returns what the server must have seen."""
     sid, call = f"MZfuzz{k:02d}" + "0" * 26, f"CAfuzz{k:02d}" + "0" * 26
@@ -420,7 +433,7 @@ async def _hostile_call(url: str, k: int, rnd: random.Random, per_call: int) -> 
         for data in script:
             after_start(data)
             await _send(ws, data)
-        await asyncio.sleep(0.3)  # let the last audio through the pipeline before hanging up
+        await _until_received(calls, call, expect["ulaw_bytes"] * PCM_PER_ULAW_BYTE - 1280)
     return expect
 
 
@@ -430,7 +443,7 @@ async def test_hostile_traffic_over_a_real_websocket(media_server, caplog, monke
     rnd = random.Random(SEED + 1)
     n_calls, per_call = 8, 24
     t0 = time.perf_counter()
-    expects = await asyncio.gather(*(_hostile_call(url, k, rnd, per_call) for k in range(n_calls)))
+    expects = await asyncio.gather(*(_hostile_call(url, k, rnd, per_call, calls) for k in range(n_calls)))
     for exp in expects:
         await _call_done(calls, exp["call"])
     hostile_sent = sum(e["hostile"] for e in expects)
@@ -452,7 +465,7 @@ async def test_hostile_traffic_over_a_real_websocket(media_server, caplog, monke
             await ws.send_str(json.dumps(valid("media", j, sid=sid)))
             if j in (10, 30):
                 await ws.send_str(json.dumps(valid("dtmf", j, sid=sid, digit="4" if j == 10 else "2")))
-        await asyncio.sleep(0.3)
+        await _until_received(calls, call, 50 * 160 * PCM_PER_ULAW_BYTE - 64 * 20)
     await _call_done(calls, call)
     elapsed = time.perf_counter() - t0
 
