@@ -244,11 +244,12 @@ class Session:
         Whisper's other hypotheses' too, when this node would look at them (its best is not understood)."""
         from callbot.flows.dialog import wants_alternatives
 
-        for i, said in enumerate((text, *alternatives)):
-            if i == 1 and not wants_alternatives(self, text):
-                break
-            self.flow.recogniser.prepare(said)
-            self.flow.emergency.prepare(said)
+        self.flow.recogniser.prepare(text)
+        self.flow.emergency.prepare(text)
+        if alternatives and wants_alternatives(self, text):
+            for said in alternatives:
+                self.flow.recogniser.prepare(said)
+                self.flow.emergency.prepare(said)
 
     def vocabulary(self) -> str:
         node = self.flow.nodes.get(self.s.node)
