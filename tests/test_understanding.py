@@ -36,6 +36,12 @@ def flow():
     "au secours",
     "oui alors c'était pour les horaires de la piscine mais là y a de la fumée noire qui sort du gymnase",
     "il y a un ensendie dans la grange",  # Whisper's slip of "incendie"
+    "mon père s'est évanoui dans le jardin",
+    "y a un gars avec une machette devant la supérette",
+    "les chiens du voisin se sont jetés sur mon petit garçon",
+    "le barrage a cédé en amont, il faut prévenir tout le monde",
+    "elle est tombée hier soir et elle est toujours par terre",  # past words, but still happening
+    "à la crèche ils ne la trouvent plus, la nounou non plus, personne ne la trouve plus",
 ])
 def test_emergencies_in_words_no_example_has(flow, text):
     assert first_turn(flow, text).kind == "emergency", text
@@ -49,6 +55,10 @@ def test_emergencies_in_words_no_example_has(flow, text):
     "un arbre est tombé sur la route",
     "il y a une fuite d'eau sur le trottoir",
     "passer à la mairie pour l'armée",
+    "les jeunes font exploser des pétards tous les soirs sur le parking",
+    "notre sous-sol a pris l'eau pendant l'orage, personne n'a rien, on voudrait des sacs de sable",
+    "après son AVC ma mère a besoin d'une aide à domicile",
+    "ma fille aimerait s'engager chez les pompiers volontaires, à qui je m'adresse",
 ])
 def test_alarming_words_in_ordinary_requests_are_not_alarms(flow, text):
     assert first_turn(flow, text).kind != "emergency", text
@@ -82,7 +92,8 @@ def report(flow, name: str) -> Report:
 
 def test_held_out_callers_do_not_regress(flow):
     """Reached on the held-out set: 0.905, emergencies 46/47, 11/383 false alarms (2026-12-04, first
-    version); 0.902, 45/47, 11/383 with the fifth batch of examples (2026-12-05)."""
+    version); 0.902, 45/47, 11/383 with the fifth batch of examples (2026-12-05); 0.907, 45/47, 11/383
+    with the sixth writer's danger words and the emergency layer as the one way in (2026-12-05)."""
     r = report(flow, "callers.tsv")
     caught, pos, alarms, neg = r.emergency_counts()
     assert r.accuracy() >= 0.885, r.lines(0)[-1]
@@ -92,11 +103,14 @@ def test_held_out_callers_do_not_regress(flow):
 
 def test_emergency_tuning_set_stays_caught(flow):
     """tune_emergency.tsv (100 emergencies, 100 alarming non-emergencies): 100/100, 2 false alarms;
-    tune_emergency2.tsv (120 / 120, a fourth writer): 120/120, 6 false alarms."""
+    tune_emergency2.tsv (120 / 120, a fifth writer): 120/120, 5 false alarms; tune_emergency3.tsv
+    (120 / 120, a sixth writer: 112/120 and 10 false alarms when first measured): 120/120, 0."""
     caught, pos, alarms, neg = report(flow, "tune_emergency.tsv").emergency_counts()
     assert caught >= pos - 1 and alarms <= 6
     caught, pos, alarms, neg = report(flow, "tune_emergency2.tsv").emergency_counts()
     assert caught >= pos - 1 and alarms <= 10
+    caught, pos, alarms, neg = report(flow, "tune_emergency3.tsv").emergency_counts()
+    assert caught >= pos - 1 and alarms <= 4
 
 
 def test_emergency_transfers_to_the_towns_line_when_it_has_a_number(tmp_path):

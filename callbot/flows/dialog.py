@@ -34,8 +34,23 @@ ALT_CONFIDENCE = 0.6
 
 def _globals_on(session, node) -> set[str]:
     g = node.globals
-    allowed = set(session.flow.globals) if g is True else set(g or [])
-    return allowed
+    return _without_emergency(session, set(session.flow.globals) if g is True else set(g or []))
+
+
+def _open_intents(session, node: AskNode) -> frozenset[str]:
+    allowed = set(node.routes) | _globals_on(session, node)
+    if node.any_intent:
+        allowed |= session.flow.goto_intents
+    return frozenset(_without_emergency(session, allowed))
+
+
+def _without_emergency(session, intents: set[str]) -> set[str]:
+    """While emergencies are listened for, the emergency layer is their one way in: it has weighed the
+    recogniser's ``urgence`` vote against the caller's context ("l'incendie de l'an dernier"), so the
+    intent routing must not send a turn it judged ordinary to the emergency node."""
+    if _emergency_armed(session):
+        intents.discard(session.flow.emergency_intent)
+    return intents
 
 
 def on_hear(session, text: str, alternatives: Sequence[str] = ()) -> Turn:
@@ -131,10 +146,7 @@ def _understood(session, node: AskNode, text: str, full) -> bool:
         return True
     if full.intent and full.intent in _globals_on(session, node) and _sure_global(flow, full, text):
         return True
-    allowed = set(node.routes) | _globals_on(session, node)
-    if node.any_intent:
-        allowed |= flow.goto_intents
-    m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
+    m = flow.recogniser.recognise(text, allowed=_open_intents(session, node))
     if m.intent and m.intent in flow.globals and m.intent not in node.routes and not _sure_global(flow, m, text):
         return False
     return bool(m.intent) and not m.ambiguous and m.confidence >= ALT_CONFIDENCE
@@ -252,10 +264,7 @@ def _ask(session, node: AskNode, text: str, full, events: list, out: list) -> Tu
                                             node=st.node))
                 st.failures = 0
                 return session._goto(target, out, events)
-    allowed = set(node.routes) | _globals_on(session, node)
-    if node.any_intent:
-        allowed |= flow.goto_intents
-    m = flow.recogniser.recognise(text, allowed=frozenset(allowed))
+    m = flow.recogniser.recognise(text, allowed=_open_intents(session, node))
     if m.intent and m.intent in flow.globals and m.intent not in node.routes and not _sure_global(flow, m, text):
         m = type(m)(None, m.confidence, m.ranking)  # "répétez", "au revoir": only when sure (noise looks like them)
     if m.intent and not m.ambiguous:

@@ -77,7 +77,7 @@ DANGER = [
     r"respire (?:tres |vraiment )?mal", r"beaucoup (?:de )?sang",
     r"tombe (?:du|d un|d une|de la|par la) (?:toit|echelle|balcon|fenetre)",
     r"au fond (?:du bassin|de l eau|de la piscine|du lac)", r"(?:feu|fut|fu) a pris",
-    r"(?:on|je) (?:ne )?(?:la|le|les) (?:trouve|retrouve) (?:plus|pas)",
+    r"(?:on|je|la maitresse|la nounou|l ecole|la creche|personne) (?:ne )?(?:la|le|les) (?:trouve|retrouve) (?:plus|pas)",
     r"perdu (?:mon|ma) (?:enfant|fils|fille|petit|petite)",
     r"ne (?:trouve|retrouve) plus (?:mon|ma) (?:enfant|fils|fille|petit|petite)", r"fait une crise",
     r"menace de (?:me|le|la|nous)? ?(?:tuer|frapper)",
@@ -87,6 +87,12 @@ DANGER = [
     r"(?:peut|peux|peuvent|arrive) (?:plus|pas) (?:a )?bouger", r"par terre depuis",
     r"(?:fauche|percute|renverse) (?:un|une|deux|trois|des|quelqu un|une personne|un pieton|un enfant|un cycliste)",
     r"(?:enfant|fils|fille|petit|petite|gamin|gamine)(?: de \w+ ans)? (?:il |elle )?est perdue?", r"je (?:le |la )?cherche partout", r"(?:veut|va|vais|voulait) se (?:jeter|pendre|tailler|ouvrir)",
+    r"evanou", r"perdu connaissance", r"sans connaissance", r"tombee? dans les pommes", r"syncope",
+    r"(?:vient|viennent) de s (?:ecrouler|effondrer|evanouir)", r"se sont (?:ecroule|effondre|evanoui)",
+    r"hache", r"machette", r"batte de", r"(?:menace|menacent|menacee?) avec", r"(?:est|sont) arme",
+    r"se (?:sont |est )?jetee?s? sur", r"(?:la|le|les) lache(?:nt)? pas", r"intoxi", r"empoisonn",
+    r"digue", r"barrage (?:a )?(?:cede|lache)", r"(?:sur|vers) (?:la voie ferree|les rails)",
+    r"(?:eau|inond\w*) .{0,120}(?:peuvent|peut|arrivent|arrive) (?:pas|plus) (?:a )?(?:monter|sortir|bouger)",
 ]
 # Ordinary words that point to danger only with the classifier's agreement.
 WEAK = [
@@ -94,7 +100,8 @@ WEAK = [
     r"danger", r"urgen", r"vite", r"secours", r"mort", r"police", r"gaz", r"sang", r"fuite", r"crise", r"par terre",
     r"riviere", r"disparu", r"repond (?:plus|pas)", r"effondr", r"ecroul", r"coince", r"pompiers", r"tout mou",
     r"dans l eau", r"dedans", r"se sent pas bien", r"mal au", r"hopital", r"violen", r"menace", r"peur", r"noy",
-    r"eau partout",
+    r"eau partout", r"alzheimer", r"toute? seule?", r"(?:trouve|retrouve) (?:plus|pas)", r"a terre", r"mordu",
+    r"attaqu", r"toussent", r"produits?", r"s ecroul", r"recuper",
 ]
 # Contexts where a strong word is ordinary: it then needs the classifier's agreement too.
 BENIGN = [
@@ -113,7 +120,23 @@ BENIGN = [
     r"amicale", r"bouches? d incendie", r"(?:samedi|dimanche|lundi|mardi|mercredi|jeudi|vendredi) dernier",
     r"la nuit derniere", r"(?:va|vont|vas) me tuer si", r"formulaire", r"journaliste", r"spectacle", r"theatre",
     r"numero (?:du samu|des pompiers|de la police)",
+    r"bouches? a incendie", r"pompiers? volontaires?", r"devenir pompier", r"un jour (?:quelqu un|on|il)",
+    r"quelqu un va se (?:tuer|blesser|faire)", r"petards?",
+    r"apres (?:son|sa|mon|ma|un|une|leur) (?:avc|accident|operation|infarctus|chute|malaise|crise)",
+    r"(?:rentree?|sortie?|revenue?) de l hopital", r"refaire", r"mes papiers",
 ]
+# Habits and past events ("tous les soirs", "hier soir", "la dernière fois"): ordinary contexts too,
+# unless the caller says it is still going on ("depuis hier soir", "toujours par terre", "ce matin").
+PAST = [
+    r"tous les (?:soirs|jours|matins|nuits|ans|week ends)", r"chaque (?:soir|nuit|jour|annee|week end)",
+    r"hier (?:soir|matin|apres midi)", r"il y a eu (?:un|une|des)", r"la derniere fois",
+]
+NOW = [
+    r"toujours", r"encore", r"depuis hier", r"depuis ce", r"depuis (?:\w+ )?(?:minutes?|heures?)", r"en ce moment",
+    r"(?:la|ici) maintenant", r"ce (?:matin|soir|midi)", r"cette nuit", r"actuellement", r"(?:vient|viennent) de",
+]
+# "Nobody is hurt": an ordinary call about a weak danger word (a flooded cellar), never about a strong one.
+SAFE = [r"tout le monde va bien", r"personne n a rien", r"(?:on|nous) (?:va|allons) (?:tous )?bien"]
 # Long danger words matched through Whisper's slips ("un sandie", "inconsient"): same French
 # phonetic spelling as the lexical scorer, at most one sound apart.
 FUZZY = ["incendie", "inconscient", "inconsciente", "ambulance", "explosion", "electrocute", "noyade",
@@ -125,6 +148,7 @@ def _compile(parts: list[str]) -> re.Pattern:
 
 
 _DANGER, _WEAK, _BENIGN = _compile(DANGER), _compile(WEAK), _compile(BENIGN)
+_PAST, _NOW, _SAFE = _compile(PAST), _compile(NOW), _compile(SAFE)
 _FUZZY = tuple(phonetic(w) for w in FUZZY)
 
 
@@ -158,10 +182,18 @@ _CONNECTORS = re.compile(r" (?:mais|attendez|attends|excusez moi|pardon|oh|ah|mo
 def _benign(folded: str, danger) -> bool:
     """An ordinary context that concerns the danger words: in the same clause as one of them (a
     "facture" in "c'est pour la facture, mais l'eau monte chez ma voisine" does not count)."""
-    if not _BENIGN.search(folded):
+    if not danger and _SAFE.search(folded):
+        return True
+    if not _ordinary(folded, folded):
         return False
     spans = [c for c in clauses(folded) if _DANGER.search(c) or _WEAK.search(c) or fuzzy_danger(c)]
-    return not spans or any(_BENIGN.search(c) for c in spans) if danger or _WEAK.search(folded) else True
+    return not spans or any(_ordinary(c, folded) for c in spans) if danger or _WEAK.search(folded) else True
+
+
+def _ordinary(clause: str, folded: str) -> bool:
+    """An ordinary context in ``clause``; a past or habitual one only if nothing in the whole turn says
+    it is happening now."""
+    return bool(_BENIGN.search(clause) or (_PAST.search(clause) and not _NOW.search(folded)))
 
 
 def clauses(text: str) -> list[str]:
@@ -232,10 +264,12 @@ class EmergencyDetector:
         for clause in clauses(text):  # "c'est pour la facture, mais ça sent le gaz": judged apart
             strong = _DANGER.search(clause)
             word = strong.group().strip() if strong else (fuzzy_danger(clause) or "")
-            if word and not _BENIGN.search(clause):
+            if word and not _ordinary(clause, folded):
                 return EmergencyHit(1.0, "words", word)
         strong = _DANGER.search(folded) or fuzzy_danger(folded)
         benign = _benign(folded, strong)
+        if strong and not benign and not isinstance(strong, str):  # a danger said across a pause or a comma
+            return EmergencyHit(1.0, "words", strong.group().strip())
         p = self.probability(text)
         if benign:
             return EmergencyHit(p, "classifier") if p >= WITH_BENIGN else None
