@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         "scripts/bench-asr-batch measures it)")
     asr_nice: int = Field(5, ge=0, le=19, description="nice of the Whisper threads: audio pacing first under load")
     max_asr_calls: int = Field(
-        10, ge=0, description="calls with speech recognition at once; further calls get the keypad menu (0 = no limit)")
+        20, ge=0, description="calls with speech recognition at once; further calls get the keypad menu (0 = no limit)")
     max_asr_response_s: float = Field(
         2.5, ge=0.0, description="recent Whisper queue + decode time above which new calls get the keypad menu "
         "(0 = off)")

@@ -185,7 +185,7 @@ class FlowProcessor(FrameProcessor):
             self._arm_no_input()
             return
         said = " ".join(self._pending_text)
-        wait = wait_secs(said, self._listen.end_of_turn_secs, self._default_eot)
+        wait = wait_secs(said, self._listen.end_of_turn_secs, self._default_eot, self._listen.slot_type)
         silent = time.time() - self._turn_end_wall if self._turn_end_wall is not None else wait
         if silent >= wait and not self._caller_resuming():
             await self._end_speech_turn()
@@ -301,6 +301,18 @@ class FlowProcessor(FrameProcessor):
             self.recorder.emit(ev.DigitsPressed(digits=digits, node=self.session.node))
             self._turn_asr_ms = None
             await self._route(lambda: self.session.press(digits))
+
+    @property
+    def _bot_speaking(self) -> bool:
+        return self._bot_talking
+
+    @_bot_speaking.setter
+    def _bot_speaking(self, talking: bool) -> None:
+        """The VAD confirms speech sooner while the bot is silent (a lone "oui"), later over it (barge-in)."""
+        self._bot_talking = talking
+        follow = getattr(self._vad, "follow_bot", None)
+        if follow is not None:
+            follow(talking)
 
     def _on_bot_started(self) -> None:
         self._bot_speaking = True

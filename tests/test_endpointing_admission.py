@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from callbot.admission import AsrAdmission
-from callbot.flows.endpointing import DICTATION_SECS, FAST_SECS, sounds_unfinished, wait_secs
+from callbot.flows.endpointing import ADDRESS_SECS, DICTATION_SECS, FAST_SECS, SENTENCE_SECS, sounds_unfinished, wait_secs
 from callbot.speech.tts import KEEP_LEAD_S, KEEP_TAIL_S, trim_silence
 
 
@@ -20,7 +20,7 @@ def test_finished_sentences(text):
 
 @pytest.mark.parametrize("text", [
     "", "Bonjour,", "Je voudrais", "je voudrais parler à", "Au douze rue", "C'est pour un acte de",
-    "euh", "Bonjour", "Alors...", "le lampadaire et",
+    "euh", "Bonjour", "Alors...", "le lampadaire et", "d'accord ?", "OK.",
 ])
 def test_unfinished_sentences(text):
     assert sounds_unfinished(text)
@@ -36,9 +36,20 @@ def test_unfinished_text_waits_for_the_node_hint_or_the_default():
     assert wait_secs("Je voudrais", None, 0.5) == 0.5
 
 
-def test_dictation_hints_are_always_honoured():
+def test_dictation_hints_are_honoured_until_the_value_reads_complete():
     hint = DICTATION_SECS + 0.5
-    assert wait_secs("Au douze rue Victor Hugo.", hint, 0.5) == hint
+    assert wait_secs("Au douze rue Victor Hugo.", hint, 0.5) == hint  # no slot: the node's hint
+    assert wait_secs("Au douze rue Victor Hugo.", hint, 0.5, "address") == ADDRESS_SECS
+    assert wait_secs("rue Victor Hugo", hint, 0.5, "address") == hint  # the number may follow
+    assert wait_secs("au douze rue de la", hint, 0.5, "address") == hint
+    assert wait_secs("06 12 34 56 78", 1.8, 0.5, "phone") == FAST_SECS
+    assert wait_secs("zéro six, douze, trente-quatre", 1.8, 0.5, "phone") == 1.8
+    assert wait_secs("Le lampadaire devant chez moi clignote toute la nuit.", 1.5, 0.5, "text") == SENTENCE_SECS
+    assert wait_secs("Le lampadaire devant chez moi clignote toute la nuit.", 2.4, 0.5, "text") == 1.2
+    assert wait_secs("Le lampadaire devant", 1.5, 0.5, "text") == 1.5  # unfinished
+    assert wait_secs("Le lampadaire.", 1.5, 0.5, "text") == 1.5  # too short to be the whole story
+    assert wait_secs("C'est juste devant la boulangerie.", 1.5, 0.5, "address") == SENTENCE_SECS  # a landmark
+    assert wait_secs("Je ne connais pas le numéro de téléphone.", 1.8, 0.5, "phone") == SENTENCE_SECS
 
 
 def test_a_hint_shorter_than_the_fast_path_wins():

@@ -288,20 +288,26 @@ class Session:
     def listen_for(self, node) -> Listen:
         st = self.flow.settings
         eot, no_input, digits = None, st.no_input_secs, 1
-        expect = "any"
+        expect, slot_type = "any", None
         if isinstance(node, CollectNode):
             eot, hint_ni, digits = slot_parsers.LISTEN_HINTS[node.slot_type]
             no_input = hint_ni or no_input
-            if self.s.pending is not None:
-                eot, digits = None, 1
+            slot_type = node.slot_type
+            if node.end_of_turn_secs is not None:
+                eot = node.end_of_turn_secs
+            if self.s.pending is not None:  # the read-back's "oui"/"non", not the dictation's patience
+                eot, digits, slot_type = None, 1, None
         elif isinstance(node, MenuNode):
             digits = max(len(k) for k in node.options)
+        if node.end_of_turn_secs is not None and not isinstance(node, CollectNode):
+            eot = node.end_of_turn_secs
         return Listen(
             barge_in=node.barge_in,
-            end_of_turn_secs=node.end_of_turn_secs if node.end_of_turn_secs is not None else eot,
+            end_of_turn_secs=eot,
             no_input_secs=node.no_input_secs or no_input,
             max_digits=digits,
             expect=expect,
+            slot_type=slot_type,
         )
 
     def _goto(self, target: str, out: list[Prompt], events: list) -> Turn:

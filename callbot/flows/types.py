@@ -19,6 +19,7 @@ class Listen:
     no_input_secs: float = 7.0  # silence after the prompt before ``silence()`` is called
     max_digits: int = 1  # keypad digits collected before ``press`` (terminated early by '#')
     expect: Literal["speech", "digits", "any"] = "any"
+    slot_type: str | None = None  # a value being dictated: a complete one ends the turn sooner
 
 
 @dataclass(frozen=True)

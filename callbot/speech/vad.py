@@ -30,6 +30,13 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from callbot.osthreads import name_thread
 
 BATCH_WAIT_S = 0.008  # gathering time before a batch runs (see _Batcher.submit)
+# Speech that starts a turn while the bot is silent: a lone "oui" or "non" is 0.2-0.3 s, too short
+# for pipecat's defaults (0.2 s of windows with confidence >= 0.7 *and* a smoothed volume >= 0.6,
+# which rises slowly). Measured on the fixtures through G.711, 8 frame offsets each: "oui"/"non"
+# caught 0/8 with the defaults; 8/8 and 8/8 with 0.1 s and volume 0.3; at -10 dB, 6/8 and 8/8
+# (0/8 before). Over the bot's voice, barge-in keeps the params' values: a cough must not cut a prompt.
+LISTEN_START_SECS = 0.1
+LISTEN_MIN_VOLUME = 0.3
 
 _lock = threading.RLock()
 _session = None
@@ -169,6 +176,43 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._low_confidence_windows = 0
         self._scores: collections.deque[float] = collections.deque()
         self.enabled = True  # False for calls in keypad mode (admission control)
+        self.follow_bot(False)
+
+    def set_params(self, params: VADParams) -> None:
+        super().set_params(params)
+        if not self.sample_rate:
+            return
+        window = self._vad_frames / self.sample_rate
+        self._start_frames = (max(1, round(min(LISTEN_START_SECS, params.start_secs) / window)),
+                              self._vad_start_frames)
+        self._volumes = (min(LISTEN_MIN_VOLUME, params.min_volume), params.min_volume)
+        self.follow_bot(getattr(self, "_bot_talking", False))
+
+    def follow_bot(self, talking: bool) -> None:
+        """Start a turn after ``LISTEN_START_SECS`` of speech at ``LISTEN_MIN_VOLUME`` while the bot
+        is silent, with the params' values while it talks (barge-in). Only the thresholds change: a
+        count in progress carries on (``set_params`` would reset the state)."""
+        self._bot_talking = talking
+        if talking and self._vad_state == VADState.STARTING:
+            return  # speech that began before the prompt is the caller going on, not a barge-in
+        self._apply_thresholds()
+
+    def _apply_thresholds(self) -> None:
+        frames = getattr(self, "_start_frames", None)
+        if frames is None:
+            return
+        talking = self._bot_talking
+        self._vad_start_frames = frames[1] if talking else frames[0]
+        volume = self._volumes[1] if talking else self._volumes[0]
+        if self._params.min_volume != volume:
+            self._params = self._params.model_copy(update={"min_volume": volume})
+
+    def _run_analyzer(self, buffer: bytes) -> VADState:
+        state = super()._run_analyzer(buffer)
+        frames = getattr(self, "_start_frames", None)
+        if self._bot_talking and state != VADState.STARTING and frames and self._vad_start_frames != frames[1]:
+            self._apply_thresholds()  # the start that began before the prompt is settled
+        return state
 
     @property
     def quiet_secs(self) -> float:

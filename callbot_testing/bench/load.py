@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import time
 
@@ -196,13 +197,17 @@ async def run(args: argparse.Namespace) -> dict:
             await asyncio.gather(*(slot(i) for i in range(args.calls)))
             sampler_task.cancel()
             marks = await call_marks(srv.url, srv.api_headers)
-            keypad = marks["keypad"]
+            # a call on the keypad menu at any point (from its start by the cap, or moved mid-call) hears a
+            # caller's speech as silence: its "replies" are no-input reprompts, not voice-to-voice samples
+            keypad = marks["keypad"] | marks["keypad_any"]
         proc = sampler.summary()
         proc["rss_mb_idle"] = sampler.rss[0]
         proc["caller_cpu_pct"] = me.summary()["cpu_pct_mean"]
     finally:
         S.stop_server(srv)
         asr = asr_summary(srv.log_path.read_text(errors="replace")) if srv.log_path.exists() else {}
+        if getattr(args, "server_log", None) and srv.log_path.exists():
+            shutil.copyfile(srv.log_path, args.server_log)
     greet = [r["greeting"] for r in results]
     v2v = [v for r in results for v in r["v2v"]]
     return {
@@ -215,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict:
         "answered_within_1s": sum(g is not None and g <= 1.0 for g in greet),
         "greeting": S.stats(greet),
         "voice_to_voice": S.stats([v for r in results for v in r.get("v2v_clean", [])]),
-        # calls admitted to speech recognition for their whole life (not moved to the keypad menu)
+        # calls admitted to speech recognition for their whole life (never on the keypad menu)
         "voice_to_voice_speech_calls": S.stats([v for r in results if r.get("call_sid") not in keypad
                                                 for v in r.get("v2v_clean", [])]),
         "speech_calls": sum(1 for r in results if r.get("call_sid") not in keypad),
@@ -251,7 +256,7 @@ def print_summary(s: dict, flush: bool = False) -> None:
     print(line("voice-to-voice", s["voice_to_voice"]) + "  (turns ending while the bot was silent)")
     if s["speech_calls"] < s["placed"]:
         print(line("  speech calls", s["voice_to_voice_speech_calls"])
-              + f"  ({s['speech_calls']} calls never moved to the keypad menu)")
+              + f"  ({s['speech_calls']} calls never on the keypad menu)")
     print(line("dtmf-to-voice", s["dtmf_to_voice"]))
     print(f"  speech turns without a reply {s['missing_replies']}, underruns {s['underruns']} "
           f"({s['underrun_s']} s), late caller frames {s['late_caller_frames']}")
@@ -322,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--env", action="append", default=[], metavar="CALLBOT_X=V", help="server setting override")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--server-log", metavar="PATH", help="keep the server's log there (per-turn events)")
     ap.add_argument("--sweep", default="", metavar="1,5,10,20,30",
                     help="run each concurrency in turn (a fresh server each) and print one table")
     args = ap.parse_args(argv)
