@@ -49,6 +49,8 @@ def test_dictation_hints_are_honoured_until_the_value_reads_complete():
     assert wait_secs("Le lampadaire devant", 1.5, 0.5, "text") == 1.5  # unfinished
     assert wait_secs("Le lampadaire.", 1.5, 0.5, "text") == 1.5  # too short to be the whole story
     assert wait_secs("C'est juste devant la boulangerie.", 1.5, 0.5, "address") == SENTENCE_SECS  # a landmark
+    assert wait_secs("Oui, exactement.", 1.5, 0.5, "address") == SENTENCE_SECS  # no street, no number
+    assert wait_secs("rue Victor Hugo", 1.5, 0.5, "address") == 1.5
     assert wait_secs("Je ne connais pas le numéro de téléphone.", 1.8, 0.5, "phone") == SENTENCE_SECS
 
 

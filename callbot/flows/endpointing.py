@@ -14,9 +14,9 @@ when the silence since the end of speech reaches ``wait_secs(...)``:
   la", "et", "euh", a trailing comma...) keeps the full hint;
 - while a value is dictated, the hint is honoured until the value reads as complete
   (``done_secs``): ten digits of a phone number end the turn like a finished sentence, a
-  number + street type + name waits ``ADDRESS_SECS``, any other finished sentence of four words
-  or more half the hint (``SENTENCE_SECS`` at least: "en quelques phrases" keeps most of its 2 s);
-  digits short of a phone number, or a bare "rue Victor Hugo", keep the whole hint. Before
+  number + street type + name waits ``ADDRESS_SECS``, any other finished sentence half the hint
+  (``SENTENCE_SECS`` at least: "en quelques phrases" keeps most of its 2 s), free text only from
+  four words; digits short of a phone number, or a bare "rue Victor Hugo", keep the whole hint. Before
   this, every dictated answer waited the full 1.5-2 s (measured: 1.55 s voice-to-voice for
   a whole address, the slowest turns of ``scripts/bench-load``).
 
@@ -81,7 +81,8 @@ def sounds_unfinished(text: str) -> bool:
 def done_secs(slot_type: str | None, text: str, patience: float) -> float | None:
     """How long to wait after a dictated value that reads complete (None: not complete yet)."""
     folded = _fold(text)
-    sentence = max(SENTENCE_SECS, patience / 2) if len(re.findall(r"[a-z0-9]+", folded)) >= 4 else None
+    sentence = max(SENTENCE_SECS, patience / 2)
+    long_enough = len(re.findall(r"[a-z0-9]+", folded)) >= 4
     if slot_type == "phone":
         if parse_phone(text) is not None:
             return FAST_SECS
@@ -91,8 +92,10 @@ def done_secs(slot_type: str | None, text: str, patience: float) -> float | None
         street = _STREET.search(folded)
         if street and folded[street.end():].split() and re.search(r"\d", folded[:street.start()]):
             return ADDRESS_SECS  # "12 rue Victor Hugo"
-        return sentence  # a landmark, or a sentence about something else
-    return sentence if slot_type == "text" else None
+        if street or re.search(r"\d", folded):
+            return sentence if long_enough else None  # "rue Victor Hugo": the number may follow
+        return sentence  # a landmark, or an answer about something else ("oui, exactement")
+    return sentence if slot_type == "text" and long_enough else None
 
 
 def wait_secs(text: str, hint: float | None, default: float, slot_type: str | None = None) -> float:
