@@ -293,14 +293,12 @@ class Session:
             eot, hint_ni, digits = slot_parsers.LISTEN_HINTS[node.slot_type]
             no_input = hint_ni or no_input
             slot_type = node.slot_type
-            if node.end_of_turn_secs is not None:
-                eot = node.end_of_turn_secs
-            if self.s.pending is not None:  # the read-back's "oui"/"non", not the dictation's patience
-                eot, digits, slot_type = None, 1, None
         elif isinstance(node, MenuNode):
             digits = max(len(k) for k in node.options)
-        if node.end_of_turn_secs is not None and not isinstance(node, CollectNode):
+        if node.end_of_turn_secs is not None:
             eot = node.end_of_turn_secs
+        if isinstance(node, CollectNode) and self.s.pending is not None:
+            eot, digits, slot_type = None, 1, None  # the read-back's "oui"/"non", not the dictation's patience
         return Listen(
             barge_in=node.barge_in,
             end_of_turn_secs=eot,

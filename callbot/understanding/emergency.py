@@ -101,7 +101,7 @@ WEAK = [
     r"riviere", r"disparu", r"repond (?:plus|pas)", r"effondr", r"ecroul", r"coince", r"pompiers", r"tout mou",
     r"dans l eau", r"dedans", r"se sent pas bien", r"mal au", r"hopital", r"violen", r"menace", r"peur", r"noy",
     r"eau partout", r"alzheimer", r"toute? seule?", r"(?:trouve|retrouve) (?:plus|pas)", r"a terre", r"mordu",
-    r"attaqu", r"toussent", r"produits?", r"s ecroul", r"recuper",
+    r"attaqu", r"toussent", r"produits?", r"recuper",
 ]
 # Contexts where a strong word is ordinary: it then needs the classifier's agreement too.
 BENIGN = [
@@ -114,13 +114,13 @@ BENIGN = [
     r"certificat", r"acte de deces", r"declarer le deces", r"indemnis", r"rembours", r"facture", r"constat",
     r"decede", r"est mort (?:il y a|la semaine|hier|le mois)", r"l ancien", r"pompes funebres",
     r"cours de secourisme", r"formation", r"caserne", r"bal des pompiers", r"calendrier des pompiers",
-    r"pompiers volontaires", r"personne (?:n )?(?:est|a ete) blesse", r"pas de blesse", r"depuis l incendie",
+    r"personne (?:n )?(?:est|a ete) blesse", r"pas de blesse", r"depuis l incendie",
     r"apres l incendie", r"barbecue", r"aux urgences", r"(?:la|une|sa|leur) tombe ", r"cimetiere", r"va finir par",
     r"risque de", r"avant qu (?:un|une|il|elle|on)", r"(?:c est )?pas (?:violent|grave|dangereux)", r"calendriers?",
-    r"amicale", r"bouches? d incendie", r"(?:samedi|dimanche|lundi|mardi|mercredi|jeudi|vendredi) dernier",
+    r"amicale", r"bouches? (?:a |d )incendie", r"(?:samedi|dimanche|lundi|mardi|mercredi|jeudi|vendredi) dernier",
     r"la nuit derniere", r"(?:va|vont|vas) me tuer si", r"formulaire", r"journaliste", r"spectacle", r"theatre",
     r"numero (?:du samu|des pompiers|de la police)",
-    r"bouches? a incendie", r"pompiers? volontaires?", r"devenir pompier", r"un jour (?:quelqu un|on|il)",
+    r"pompiers? volontaires?", r"devenir pompier", r"un jour (?:quelqu un|on|il)",
     r"quelqu un va se (?:tuer|blesser|faire)", r"petards?",
     r"apres (?:son|sa|mon|ma|un|une|leur) (?:avc|accident|operation|infarctus|chute|malaise|crise)",
     r"(?:rentree?|sortie?|revenue?) de l hopital", r"refaire", r"mes papiers",
