@@ -45,6 +45,23 @@ def free_port() -> int:
     return fp(LOOPBACK)
 
 
+def free_sip_port() -> int:
+    """A port free on UDP and TCP whose next port is free on TCP too.
+
+    Debian's baresip 1.0 binds SIP/TLS on the SIP port + 1 and cannot be told not to: a port
+    chosen without it failed the peer's start now and then ("Address already in use").
+    """
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind((LOOPBACK, port + 1))
+        except OSError:
+            continue
+        return port
+    raise OSError("no free pair of ports")
+
+
 # ----------------------------------------------------------------------------- audio helpers
 
 def pcm_stats(pcm: bytes, rate: int = 8000) -> dict:
@@ -430,7 +447,7 @@ class BaresipPeer:
         self.auto_answer = auto_answer
         self.source_wav = source_wav
         self.codecs = codecs
-        self.sip_port = free_port()
+        self.sip_port = free_sip_port()
         self.ctrl_port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[tuple[float, dict]] = []

@@ -110,6 +110,20 @@ async def test_unsupported_codec_gets_488_and_options_200():
         assert b.server.stats.accepted == 0
 
 
+async def test_server_binds_its_sip_port_only():
+    """No SIP/TLS on port + 1 nor WebSocket ports: a second port nobody configured made starts fail."""
+    import os
+
+    import psutil
+
+    async with bot() as b:
+        port = int(b.target.rsplit(":", 1)[1])
+        tcp = {c.laddr.port for c in psutil.Process(os.getpid()).net_connections("tcp")
+               if c.status == psutil.CONN_LISTEN}
+        assert port in tcp
+        assert port + 1 not in tcp and port + 2 not in tcp
+
+
 async def test_allow_list_refuses_other_networks_with_403():
     async with bot(allow=["10.0.0.0/8"]) as b:
         res = await C.run_sipp("uac_refused.xml", b.target, timeout=8)

@@ -677,7 +677,10 @@ class BaresipEngine(SipEngine):
         sip_log.addHandler(self._tracker)
         wildcard = cfg.host in ("0.0.0.0", "::", "")
         listen = f"0.0.0.0:{self._port}" if wildcard else f"{cfg.host}:{self._port}"
-        extra = f"sip_listen\t\t{listen}\nrtp_ports\t\t{cfg.rtp_port_min}-{cfg.rtp_port_max}\n"
+        # UDP and TCP only: the stack would also bind TLS on port + 1 and WebSocket ports nobody
+        # configured (a second port another process may hold: "Address already in use")
+        extra = (f"sip_listen\t\t{listen}\nsip_transports\t\tudp,tcp\n"
+                 f"rtp_ports\t\t{cfg.rtp_port_min}-{cfg.rtp_port_max}\n")
         self._runtime = baresip.Runtime(native_log_level=cfg.sip_log_level)
         await self._runtime.start(
             baresip.Config(
