@@ -56,3 +56,19 @@ def test_bench_on_three_utterances(tmp_path) -> None:
     assert m and float(m.group(1)) == pytest.approx(int(m.group(2)) / 3, abs=1e-3)
     assert int(m.group(2)) >= 1  # the chain works end to end (Whisper base can slip on short phrases)
     assert len(list((tmp_path / "audio").glob("*.pcm"))) == 3
+
+
+def test_bench_nlu_beside_a_busy_process(tmp_path) -> None:
+    """scripts/bench-nlu runs, prints the CPU flags and p50/p95, and stops its spinning neighbour."""
+    tsv = tmp_path / "mini.tsv"
+    tsv.write_text("".join(f"{u}\t{i}\n" for u, i in ROWS[:4]), encoding="utf-8")
+    proc = subprocess.run([str(ROOT / "scripts" / "bench-nlu"), "--tsv", str(tsv), "--busy", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"^cpu: .*; \d+ CPUs$", proc.stdout, re.M), proc.stdout
+    m = re.search(r"3 sentences from mini.tsv beside 1 busy process\(es\) \(OMP_WAIT_POLICY=PASSIVE\): .* "
+                  r"p50 ([\d.]+) ms, p95 ([\d.]+) ms", proc.stdout)
+    assert m, proc.stdout
+    assert float(m.group(1)) <= float(m.group(2))
+    spinning = subprocess.run(["pgrep", "-f", "while time.time\\(\\) < t: pass"], capture_output=True, text=True)
+    assert not spinning.stdout.strip()

@@ -21,6 +21,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from callbot.flows.text import fold, number_words
 
 FILLERS = frozenset(
@@ -144,23 +146,28 @@ class LexicalScorer:
     KEYWORD_BONUS = 0.35
 
     def __init__(self, intents: dict[str, tuple[list[str], list[str]]]) -> None:
-        self._labels: list[str] = []
         docs: list[dict[str, float]] = []
         for name, (examples, keywords) in intents.items():
             for ex in list(examples) + list(keywords):
                 docs.append(features(ex))
-                self._labels.append(name)
         df: dict[str, int] = defaultdict(int)
         for d in docs:
             for f in d:
                 df[f] += 1
         n = len(docs) or 1
         self._idf = {f: math.log((n + 1) / (c + 0.5)) for f, c in df.items()}
-        self._index: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        index: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
         for i, d in enumerate(docs):
-            vec = self._weigh(d)
-            for f, w in vec.items():
-                self._index[f].append((i, w))
+            for f, w in self._weigh(d).items():
+                index[f][0].append(i)
+                index[f][1].append(w)
+        # postings as arrays: a caller sentence's few hundred features each add one slice (numpy), where a
+        # loop over every (document, weight) pair cost ~4 ms of pure Python per sentence at 5 000 examples
+        self._postings = {f: (np.array(i, dtype=np.intp), np.array(w)) for f, (i, w) in index.items()}
+        self._n_docs = len(docs)
+        # documents are grouped by intent, in the flow's order: intent k owns [starts[k], starts[k + 1])
+        counts = [len(ex) + len(kws) for ex, kws in intents.values()]
+        self._starts = np.cumsum([0] + counts)
         self._keywords = {
             name: tuple(keyword_pattern(k) for k in kws) for name, (_, kws) in intents.items() if kws
         }
@@ -173,20 +180,20 @@ class LexicalScorer:
         return {f: w / norm for f, w in vec.items() if w}
 
     def scores(self, text: str, allowed: frozenset[str] | None = None) -> dict[str, float]:
-        vec = self._weigh(features(text))
-        sims: dict[int, float] = defaultdict(float)
-        for f, w in vec.items():
-            for i, dw in self._index.get(f, ()):
-                sims[i] += w * dw
-        per: dict[str, list[float]] = defaultdict(list)
-        for i, s in sims.items():
-            label = self._labels[i]
-            if allowed is None or label in allowed:
-                per[label].append(s)
+        sims = np.zeros(self._n_docs)
+        for f, w in self._weigh(features(text)).items():
+            posting = self._postings.get(f)
+            if posting is not None:
+                sims[posting[0]] += w * posting[1]
         best: dict[str, float] = {}
-        for label, sims_ in per.items():  # best example, helped by a second one agreeing
-            sims_.sort(reverse=True)
-            best[label] = 0.7 * sims_[0] + 0.3 * (sims_[1] if len(sims_) > 1 else 0.0)
+        for k, label in enumerate(self.intents):  # best example, helped by a second one agreeing
+            a, b = self._starts[k], self._starts[k + 1]
+            if a == b or (allowed is not None and label not in allowed):
+                continue
+            seg = sims[a:b]
+            top2 = np.partition(seg, b - a - 2)[-2:] if b - a > 1 else np.array([0.0, seg[0]])
+            if top2[1] > 0:
+                best[label] = 0.7 * float(top2[1]) + 0.3 * float(top2[0])
         plain = spelled(text)
         for name, patterns in self._keywords.items():
             if (allowed is None or name in allowed) and any(p.search(plain) for p in patterns):

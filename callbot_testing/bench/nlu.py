@@ -3,13 +3,18 @@
 Runs the whole first-turn path of ``callbot eval-intents`` (emergency layer, encoders, classifier,
 lexical scorer, engine) on each row of a TSV, each sentence new to the encoders' memo (as in a
 call), and prints p50/p95 with the CPU's vector extensions beside them (Whisper and the encoders are
-~2x apart between AVX2 and AVX-512/VNNI machines). ``--threads`` sets the encoders' OpenMP threads.
+~2x apart between AVX2 and AVX-512/VNNI machines). ``--busy N`` keeps N other processes spinning on
+the cores meanwhile, as Whisper does in a busy server (the encoders' OpenMP threads used to spin-wait
+for each other then: ``OMP_WAIT_POLICY=ACTIVE scripts/bench-nlu --busy 1`` shows the old behaviour).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tsv", type=Path, default=PROJECT_ROOT / "tests" / "data" / "tune.tsv")
     ap.add_argument("--flow", type=Path, default=PROJECT_ROOT / "flows" / "mairie.yaml")
     ap.add_argument("--repeat", type=int, default=1, help="passes over the rows (each with a fresh memo)")
+    ap.add_argument("--busy", type=int, default=0, help="other processes spinning on the cores meanwhile")
     args = ap.parse_args(argv)
 
     base = rss_mb()
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from callbot.understanding.evaluate import read_tsv
     from callbot.flows.loader import load_flow
     from callbot.understanding.encoders import shared_encoders
-    from callbot.understanding.evaluate import first_turn, pct
+    from callbot.understanding.evaluate import pct
 
     t0 = time.perf_counter()
     encoders = shared_encoders()
@@ -64,9 +70,27 @@ def main(argv: list[str] | None = None) -> int:
           f"ready in {train_s:.1f} s (+{trained - after_load:.0f} MB; vectors from the cache when present)")
     rows = read_tsv(args.tsv)
     times: list[float] = []
+    spinners = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time() + 3600\nwhile time.time() < t: pass"])
+                for _ in range(args.busy)]
+    try:
+        _measure(flow, encoders, rows, args.repeat, times)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    print(f"{len(times)} sentences from {args.tsv.name}{f' beside {args.busy} busy process(es)' if args.busy else ''} "
+          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}): first turn (emergency layer + "
+          f"recogniser + engine) p50 {pct(times, .5):.1f} ms, p95 {pct(times, .95):.1f} ms, max {max(times):.1f} ms")
+    print(f"RSS: {base:.0f} MB before, {rss_mb():.0f} MB after (+{rss_mb() - base:.0f} MB for understanding)")
+    return 0
+
+
+def _measure(flow, encoders, rows, repeat: int, times: list[float]) -> None:
+    from callbot.understanding.evaluate import first_turn
+
     for enc in encoders:
         enc._disk = None  # as in a call: a caller's sentence is new, not in the examples' cache
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         for enc in encoders:
             enc._memo.clear()
         flow.recogniser._recent.clear()
@@ -74,10 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             first_turn(flow, text)
             times.append((time.perf_counter() - t0) * 1000)
-    print(f"{len(times)} sentences from {args.tsv.name}: first turn (emergency layer + recogniser + engine) "
-          f"p50 {pct(times, .5):.1f} ms, p95 {pct(times, .95):.1f} ms, max {max(times):.1f} ms")
-    print(f"RSS: {base:.0f} MB before, {rss_mb():.0f} MB after (+{rss_mb() - base:.0f} MB for understanding)")
-    return 0
 
 
 if __name__ == "__main__":
