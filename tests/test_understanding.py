@@ -42,6 +42,19 @@ def flow():
     "le barrage a cédé en amont, il faut prévenir tout le monde",
     "elle est tombée hier soir et elle est toujours par terre",  # past words, but still happening
     "à la crèche ils ne la trouvent plus, la nounou non plus, personne ne la trouve plus",
+    # kinds added for the seventh writer's set (2026-12-06), in sentences of their own
+    "la crue n'arrête pas de monter, on s'est réfugiés à l'étage avec mamie et on ne peut plus sortir",
+    "la passerelle du stade vient de céder, il y a des spectateurs coincés dessous",  # a structure collapsing
+    "ma sœur a donné toutes ses affaires, j'ai peur qu'elle fasse une bêtise ce soir",  # veiled self-harm
+    "le petit a mangé une tarte aux noisettes et sa gorge se serre, il siffle en respirant",  # allergy
+    "le père a embarqué notre fils sans prévenir, il m'a crié que je le reverrai jamais",  # a child taken
+    "mon beau-frère a trop bu et il veut prendre le volant avec les enfants",
+    "mon oncle a la bouche qui part de travers et il n'arrive plus à parler",  # stroke
+    "mon colocataire a fait une overdose, il est tout gris",
+    "un baigneur est en train de couler au bout de la jetée",
+    "un chien errant attaque un enfant à l'arrêt de bus",
+    "un camion vient de faucher une cycliste au rond-point",
+    "pendant la commémoration au monument un porte-drapeau s'est effondré, il ne respire plus",  # at an event
 ])
 def test_emergencies_in_words_no_example_has(flow, text):
     assert first_turn(flow, text).kind == "emergency", text
@@ -59,6 +72,20 @@ def test_emergencies_in_words_no_example_has(flow, text):
     "notre sous-sol a pris l'eau pendant l'orage, personne n'a rien, on voudrait des sacs de sable",
     "après son AVC ma mère a besoin d'une aide à domicile",
     "ma fille aimerait s'engager chez les pompiers volontaires, à qui je m'adresse",
+    # kinds added for the seventh writer's set (2026-12-06), in sentences of their own
+    "mon grand-oncle est mort dans l'explosion de la mine en 1948, je voudrais une copie de son acte",  # a past death
+    "la fumée de l'usine l'automne dernier a noirci nos façades, qui s'occupe du nettoyage",  # a past season
+    "mon fils fait souvent des malaises quand il a de la fièvre, la nounou doit-elle avoir un protocole",  # a habit
+    "la fuite de gaz est réparée depuis lundi, quand est-ce que la rue rouvre à la circulation",  # repaired
+    "le documentaire sur l'incendie de la cathédrale passe quand au cinéma municipal",  # a show about a disaster
+    "le chaton de la voisine est coincé en haut du cerisier, qui peut venir le descendre",  # an animal up a tree
+    "le trottoir est tellement glissant que ma mère aurait pu se tuer ce matin",  # a counterfactual
+    "au secours je suis paumée dans vos démarches pour la carte grise",  # lost in a procedure
+    "ma voisine a fait une chute hier, elle va mieux, mais elle aurait besoin du portage de repas",  # she is well
+    "mon voisin brûle ses feuilles tous les dimanches et la fumée envahit mon jardin",  # a habit; "et la" is no pause
+    "je suis ambulancière et je voudrais une carte de stationnement pour le centre-ville",  # a job, not "ambulance"
+    "ma fiancée a eu un grave accident de ski, il faut reporter la cérémonie",  # a request about a past event
+    "l'enlèvement des encombrants c'est quel jour dans mon quartier",
 ])
 def test_alarming_words_in_ordinary_requests_are_not_alarms(flow, text):
     assert first_turn(flow, text).kind != "emergency", text
