@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from callbot.events import Emergency
 from callbot.understanding.evaluate import read_tsv
 from callbot.flows.loader import load_flow
 from callbot.understanding.emergency import fuzzy_danger
@@ -89,6 +90,39 @@ def test_emergencies_in_words_no_example_has(flow, text):
 ])
 def test_alarming_words_in_ordinary_requests_are_not_alarms(flow, text):
     assert first_turn(flow, text).kind != "emergency", text
+
+
+def _at_the_address_prompt(flow):
+    from callbot.flows.types import CallContext
+    from callbot.understanding.evaluate import EVAL_NOW
+
+    session = flow.new_session(CallContext(channel="eval", caller="+33600000000", now=EVAL_NOW))
+    session.start()
+    session.hear("je voudrais signaler un trou dans le trottoir")
+    assert session.s.node == "signal_lieu"
+    return session
+
+
+@pytest.mark.parametrize("address", [
+    "c'est au 7 rue des Pompiers", "impasse de l'Incendie", "au 2 chemin du Feu", "rue du Gaz",
+    "juste à côté du centre de secours", "lotissement des Brûlés", "14 allée de la Noyade",
+])
+def test_a_street_named_after_a_danger_is_an_address(flow, address):
+    """While dictating an address, a place name is where the caller is, not what is happening."""
+    session = _at_the_address_prompt(flow)
+    turn = session.hear(address)
+    assert not any(isinstance(e, Emergency) for e in turn.events), address
+
+
+@pytest.mark.parametrize("said", [
+    "rue du Gaz, et ça sent le gaz très fort dans la cage d'escalier",
+    "au 3 rue des Pompiers, attendez il y a le feu chez le voisin",
+    "il y a de la fumée qui sort du 12 rue de l'Incendie",
+])
+def test_a_danger_beside_such_an_address_is_still_an_emergency(flow, said):
+    session = _at_the_address_prompt(flow)
+    turn = session.hear(said)
+    assert any(isinstance(e, Emergency) for e in turn.events), said
 
 
 def test_fuzzy_danger_words():

@@ -21,6 +21,7 @@ from callbot.flows import slots as slot_parsers
 from callbot.flows.schema import AskNode, CollectNode, MenuNode, SurveyNode
 from callbot.flows.text import fold, number_words, words_to_digits
 from callbot.flows.types import Hangup, Prompt, Turn
+from callbot.understanding.emergency import neutral_places
 
 _ORDINALS = {"premier": "1", "premiere": "1", "deuxieme": "2", "second": "2", "seconde": "2",
              "troisieme": "3", "quatrieme": "4", "cinquieme": "5", "sixieme": "6"}
@@ -124,9 +125,12 @@ def _emergency(session, text: str, full, events: list, out: list) -> Turn | None
     flow = session.flow
     if not _emergency_armed(session):
         return None
+    plain = neutral_places(text)
+    if plain != text:  # "rue du Gaz", "chemin du Feu": judged with a neutral name (the votes too)
+        full = flow.recogniser.recognise(plain)
     p_intent = dict(full.ranking).get(flow.emergency_intent, 0.0)
     other = max((p for n, p in full.ranking if n != flow.emergency_intent), default=0.0)
-    hit = flow.emergency.detect(text, p_intent, other)
+    hit = flow.emergency.detect(plain, p_intent, other)
     return emergency(session, text, hit.score, events, out, reason=hit.reason) if hit is not None else None
 
 

@@ -219,3 +219,17 @@ CONNECTORS = [
     r"et la(?= (?:il|elle|ils|elles|on|je|j|ca|c|y|le|la|les|l|mon|ma|mes|ton|ta|son|sa|ses|un|une|des|tout|toute|"
     r"plus|d un coup|depuis|maintenant|personne|quelqu un|nous|vous|en|ya|y a|il y a) )",
 ]
+# Names of streets and places: "rue du Gaz", "chemin du Feu", "12 rue de l'Incendie", "centre de secours"
+# are where the caller is, not what is happening (while dictating an address they raised the alarm).
+PLACE_KINDS = [
+    r"rue", r"ruelle", r"avenue", r"boulevard", r"bd", r"chemin", r"impasse", r"place", r"allee", r"route",
+    r"quartier", r"lotissement", r"residence", r"square", r"quai", r"cite", r"passage", r"sentier", r"hameau",
+    r"lieu dit", r"rond point", r"carrefour", r"faubourg", r"esplanade", r"promenade", r"venelle", r"traverse",
+    r"montee", r"parc", r"clos", r"domaine", r"centre", r"caserne", r"pont", r"cour",
+]
+PLACE_NAME = r"(?:de la|de l|des|du|de|d|aux|au)"
+# Words a place name may hold that the layer or the recogniser would take for a danger.
+PLACE_ALARMS = [
+    r"gaz", r"feux?", r"incendies?", r"fumees?", r"secours", r"pompiers?", r"ambulances?", r"noy\w*", r"brul\w*",
+    r"sang", r"morts?", r"urgences?", r"explosions?", r"inond\w*", r"crues?", r"samu", r"blesses?",
+]

@@ -42,8 +42,8 @@ import numpy as np
 from callbot.flows.intents import phonetic
 from callbot.flows.text import fold
 from callbot.understanding import logreg
-from callbot.understanding.danger_words import (BENIGN, CONNECTORS, DANGER, FUZZY, NOT_FUZZY, NOW, PAST, REQUEST,
-                                                 SAFE, WEAK)
+from callbot.understanding.danger_words import (BENIGN, CONNECTORS, DANGER, FUZZY, NOT_FUZZY, NOW, PAST,
+                                                 PLACE_ALARMS, PLACE_KINDS, PLACE_NAME, REQUEST, SAFE, WEAK)
 from callbot.understanding.encoders import Encoder
 from callbot.understanding.text import for_model
 
@@ -92,6 +92,19 @@ def fuzzy_danger(folded: str) -> str | None:
 
 
 _CONNECTORS = re.compile(r" (?:" + "|".join(CONNECTORS) + r") ")
+_PLACE = re.compile(r"(?<= )((?:" + "|".join(PLACE_KINDS) + r") " + PLACE_NAME + r" )(\w+(?: " + PLACE_NAME
+                    + r" \w+)?)(?= )")
+_PLACE_ALARM = re.compile(r"\b(?:" + "|".join(PLACE_ALARMS) + r")\b")
+NEUTRAL_NAME = "lilas"
+
+
+def neutral_places(text: str) -> str:
+    """``text`` folded, with the names of streets and places that hold a danger word replaced by a
+    neutral one ("12 rue de l'incendie" -> "12 rue de l lilas"), or ``text`` itself when it has none.
+    A danger said beside the address stays: "le feu rue du Moulin", "la rue du Gaz, ça sent le gaz"."""
+    folded = " " + fold(text) + " "
+    out = _PLACE.sub(lambda m: m.group(1) + NEUTRAL_NAME if _PLACE_ALARM.search(m.group(2)) else m.group(0), folded)
+    return out.strip() if out != folded else text
 
 
 def _benign(folded: str, danger) -> bool:
