@@ -217,3 +217,22 @@ def test_heard_examples_are_made_and_loaded(tmp_path):
     rows = heard_examples(flow_path, flow.spec.intents)
     assert all(intent in flow.spec.intents for _, intent in rows)
     assert len(rows) == len(heard.read_text(encoding="utf-8").splitlines()) - 2
+
+
+def test_mid_call_evaluation_reaches_every_context(flow, tmp_path):
+    """``eval-intents`` on context<TAB>utterance<TAB>label rows: each context's question is reached."""
+    from callbot.understanding import midcall
+
+    rows = tmp_path / "mid.tsv"
+    rows.write_text("context\tutterance\tlabel\n" + "".join(
+        f"{ctx}\tattendez mon mari vient de s'effondrer il ne respire plus\turgence\n{ctx}\tc'est au 9 rue des Pompiers\tordinaire\n"
+        for ctx in midcall.CONTEXTS), encoding="utf-8")
+    assert midcall.is_midcall_file(rows)
+    lines = midcall.report(flow, midcall.read_midcall(rows))
+    n = len(midcall.CONTEXTS)
+    assert f"mid-call emergency recall: {n}/{n} (1.000); false alarms: 0/{n} (0.0%)" in lines
+    assert lines[-1] == f"emergency accuracy: 1.000 ({2 * n}/{2 * n})"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("context\tutterance\tlabel\nau guichet\tbonjour\tordinaire\n", encoding="utf-8")
+    with pytest.raises(midcall.ContextError, match=r"bad.tsv:2: unknown context 'au guichet'"):
+        midcall.read_midcall(bad)

@@ -45,7 +45,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--now", default=None, help="ISO local time, e.g. 2025-03-12T10:00 (default: now)")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("eval-intents", help="accuracy of the intent recogniser on utterance<TAB>intent rows")
+    p = sub.add_parser("eval-intents", help="accuracy of the intent recogniser on utterance<TAB>intent rows "
+                       "(or, with a context<TAB>utterance<TAB>label header, of the emergency layer mid-call)")
     p.add_argument("file", type=Path)
     p.add_argument("--flow", type=Path, default=DEFAULT_FLOW)
     p.add_argument("--show", type=int, default=40, help="misrecognised rows to print")
@@ -133,9 +134,19 @@ def cmd_eval(args) -> int:
 
         return spoken(["--tsv", str(args.file), "--flow", str(args.flow), "--show", str(args.show)]
                       + (["--voice", args.voice] if args.voice else []))
+    from callbot.understanding import midcall
+
     try:
         flow = load_flow(args.flow)
+        if midcall.is_midcall_file(args.file):  # context<TAB>utterance<TAB>label: answers in the middle of a call
+            rows = midcall.read_midcall(args.file)
+            flow.warm()
+            print("\n".join(midcall.report(flow, rows, args.show)))
+            return 0
         rows = read_tsv(args.file)
+    except midcall.ContextError as e:
+        print(e)
+        return 1
     except FlowLoadError as e:
         print("\n".join(e.problems))
         return 1
