@@ -53,6 +53,12 @@ def flow():
     "mon oncle a la bouche qui part de travers et il n'arrive plus à parler",  # stroke
     "mon colocataire a fait une overdose, il est tout gris",
     "un baigneur est en train de couler au bout de la jetée",
+    # kinds added for the mid-call set (2026-12-06), in sentences of their own
+    "deux types sont en train de défoncer la porte de l'appartement d'en face",  # a door forced now
+    "l'échafaudage vient de lâcher et il y a des ouvriers dessous",
+    "le mur de la cour s'effondre et les gosses jouaient juste à côté",  # a structure giving way now
+    "mon fils a pris une décharge en touchant le câble tombé, il est tout raide",  # an electric shock
+    "la rivière déborde, l'eau monte dans la maison et ma grand-mère est coincée à l'étage",
     "un chien errant attaque un enfant à l'arrêt de bus",
     "un camion vient de faucher une cycliste au rond-point",
     "pendant la commémoration au monument un porte-drapeau s'est effondré, il ne respire plus",  # at an event
@@ -87,6 +93,13 @@ def test_emergencies_in_words_no_example_has(flow, text):
     "je suis ambulancière et je voudrais une carte de stationnement pour le centre-ville",  # a job, not "ambulance"
     "ma fiancée a eu un grave accident de ski, il faut reporter la cérémonie",  # a request about a past event
     "l'enlèvement des encombrants c'est quel jour dans mon quartier",
+    # mid-call answers (2026-12-06): objects, landmarks, dates, quotations
+    "une gazinière au gaz de ville et un frigo à enlever",
+    "une carcasse de mobylette et un vieux matelas complètement cramé",
+    "le trou est devant la caserne des pompiers, juste à l'entrée",
+    "le feu pour piétons du boulevard reste au vert même la nuit",
+    "le banc est cassé depuis l'accident du mois dernier et personne ne l'a réparé",
+    "sur le mur du stade quelqu'un a tagué au secours en rouge",
 ])
 def test_alarming_words_in_ordinary_requests_are_not_alarms(flow, text):
     assert first_turn(flow, text).kind != "emergency", text
@@ -172,6 +185,18 @@ def test_emergency_tuning_set_stays_caught(flow):
     assert caught >= pos - 1 and alarms <= 10
     caught, pos, alarms, neg = report(flow, "tune_emergency3.tsv").emergency_counts()
     assert caught >= pos - 1 and alarms <= 4
+    caught, pos, alarms, neg = report(flow, "tune_emergency4.tsv").emergency_counts()  # 115/120, 17 at first
+    assert caught >= pos - 1 and alarms <= 4
+
+
+def test_mid_call_emergencies_stay_caught(flow):
+    """tune_midcall.tsv (a ninth writer: answers at six questions of a call): 86/90 and 19/210 false
+    alarms when first measured, 90/90 and 5/210 after; the emergencies are replayed here."""
+    from callbot.understanding import midcall
+
+    rows = [r for r in midcall.read_midcall(ROOT / "tests" / "data" / "tune_midcall.tsv") if r.urgent]
+    missed = [r.text for r in rows if not midcall.mid_call_turn(flow, r.context, r.text)[0]]
+    assert len(rows) == 90 and len(missed) <= 1, missed
 
 
 def test_emergency_transfers_to_the_towns_line_when_it_has_a_number(tmp_path):

@@ -58,6 +58,14 @@ DANGER = [
     _PERSON + r" (?:(?:est|sont|coincee?s?|bloquee?s?|encore|toujours|qui|restee?s?) ){0,2}"
               r"(?:dessous|sous les (?:decombres|gravats|ruines|eboulis))",
     r"ensevel",
+    r"(?:pris|prend|prendre|recu) (?:une|un|le|du) (?:decharge|coup de jus|courant|arc)",  # an electric shock
+    r"(?:eau|crue|inondation) (?:\w+ ){0,8}?" + _PERSON + r" (?:\w+ ){0,3}(?:est|sont|reste|restent) "
+    r"(?:bloquee?s?|coincee?s?|piegee?s?)",  # water coming in and someone who cannot get out
+    r"(?:le )?coeur qui (?:bat|s emballe) (?:n importe comment|trop vite|tres vite|plus)",
+    r"(?:force|forcent|fracture|fracturent|defonce|defoncent|enfonce|enfoncent) (?:ma|la|notre|sa|leur) porte",
+    r"(?:il y a|y a) (?:quelqu un|des gens|une personne|un enfant|du monde|des enfants) (?:dedans|dessous|coince)",
+    _STRUCTURE + r" s (?:effondre|effondrent|ecroule|ecroulent)\b",
+    r"(?:trottoir|chaussee|sol|route|terrain)s? (?:\w+ ){0,2}s (?:effondre|effondrent|ecroule|ecroulent|affaisse)\b",
     # water: drowning, floods, people trapped by rising water
     r"(?:se|s est) noy", r"se noie", r"noyade", r"tombe (?:a|dans) l eau", r"dans la riviere", r"emporte par",
     r"(?:voiture|personne|enfant|homme|femme|gamin|quelqu un) (?:est|et) dans l eau",
@@ -130,7 +138,15 @@ BENIGN = [
     # fireworks, traffic lights, fire hydrants, drills, alarms, barbecues
     r"feux? d artifice", r"feux? (?:rouges?|tricolores?|verts?|orange|de circulation|de signalisation)",
     r"feu de la saint", r"detecteurs? de fumee", r"borne(?:s)? (?:a )?incendie", r"bouches? (?:a |d )incendie",
-    r"exercice", r"alarme incendie", r"barbecue", r"petards?",
+    r"exercice", r"alarme incendie", r"barbecue", r"petards?", r"feux? (?:pour les |des )?pietons?",
+    # things to take away or repair: a gas cooker, a wreck, a burnt sofa
+    r"(?:cuisinieres?|gazinieres?|chauffe eau|chaudieres?|bouteilles?|fours?|plaques?|rechauds?|radiateurs?|"
+    r"bonbonnes?|poeles?) (?:a|au|de|du) gaz", r"epaves?", r"carcasses?",
+    r"(?:voitures?|scooters?|motos?|velos?|vehicules?|canapes?|matelas|meubles?|poubelles?|containers?|conteneurs?|"
+    r"bacs?) (?:accidentee?s?|calcinee?s?|incendiee?s?|brulees?|brules|cramees?|crames|(?:deja|tout|toute|"
+    r"completement|a moitie|entierement) (?:brulee?s?|cramee?s?))\b",  # "la voiture brûle" is now: not this
+    # words written on a wall are a quotation
+    r"(?:y a |il y a |c est )?(?:ecrit|tague|marque|inscrit) (?:en gros )?(?:au feu|au secours|a l aide|danger)",
     # past events, dated
     r"l an (?:dernier|passe)", r"l annee (?:derniere|passee)",
     r"(?:la semaine|le mois) (?:derniere|dernier|passee|passe)",
@@ -193,6 +209,8 @@ PAST = [
     r"cet (?:hiver|ete|automne)", r"ce printemps", r"pendant (?:les vacances|la guerre|le confinement)",
     r"en (?:janvier|fevrier|mars|avril|mai|juin|juillet|aout|septembre|octobre|novembre|decembre) ",
     r"en (?:mille|dix neuf cent|deux mille|\d{4}|quatorze|quarante|trente|soixante) ",
+    r"(?:du|le|ce) mois dernier", r"de la semaine derniere", r"au nouvel an", r"a (?:noel|la saint sylvestre|paques)",
+    r"a chaque (?:pluie|orage|averse|fois)",
     r"parfois", r"souvent", r"des fois", r"de temps en temps", r"regulierement", r"sujet(?:te)? a",
     r"(?:quand|si|des qu|lorsqu) (?:il|elle|ils|elles|on|je|j) (?:a|ont|fait|font|monte) (?:de la |une |trop de )?"
     r"(?:fievre|temperature)",
@@ -228,8 +246,17 @@ PLACE_KINDS = [
     r"montee", r"parc", r"clos", r"domaine", r"centre", r"caserne", r"pont", r"cour",
 ]
 PLACE_NAME = r"(?:de la|de l|des|du|de|d|aux|au)"
+ESTATE_KINDS = [r"residence", r"lotissement", r"lieu dit", r"domaine", r"hameau", r"clos"]  # "résidence les Flammes"
+# titles before a name: "rue du docteur Samu", "avenue du général Lefeu"
+PLACE_TITLES = r"(?:docteur|general|marechal|president|saint|sainte|colonel|capitaine|commandant|abbe|pere|professeur)"
+# landmarks named by what they are for: "en face des urgences de l'hôpital"
+LANDMARKS = [
+    r"(?:en face|a cote|pres|devant|derriere|parking|entree|sortie|au niveau|le long) (?:des|de l|du|de la) "
+    r"(?:urgences|hopital|caserne|commissariat|centre de secours|gendarmerie)(?: de l hopital| du chu)?",
+]
 # Words a place name may hold that the layer or the recogniser would take for a danger.
 PLACE_ALARMS = [
     r"gaz", r"feux?", r"incendies?", r"fumees?", r"secours", r"pompiers?", r"ambulances?", r"noy\w*", r"brul\w*",
     r"sang", r"morts?", r"urgences?", r"explosions?", r"inond\w*", r"crues?", r"samu", r"blesses?",
+    r"flammes?", r"fusillades?", r"sinistres?", r"sanglante?s?", r"tue\w*", r"victimes?",
 ]

@@ -42,8 +42,9 @@ import numpy as np
 from callbot.flows.intents import phonetic
 from callbot.flows.text import fold
 from callbot.understanding import logreg
-from callbot.understanding.danger_words import (BENIGN, CONNECTORS, DANGER, FUZZY, NOT_FUZZY, NOW, PAST,
-                                                 PLACE_ALARMS, PLACE_KINDS, PLACE_NAME, REQUEST, SAFE, WEAK)
+from callbot.understanding.danger_words import (BENIGN, CONNECTORS, DANGER, ESTATE_KINDS, FUZZY, LANDMARKS,
+                                                 NOT_FUZZY, NOW, PAST, PLACE_ALARMS, PLACE_KINDS, PLACE_NAME,
+                                                 PLACE_TITLES, REQUEST, SAFE, WEAK)
 from callbot.understanding.encoders import Encoder
 from callbot.understanding.text import for_model
 
@@ -65,6 +66,7 @@ _DANGER, _WEAK, _BENIGN = _compile(DANGER), _compile(WEAK), _compile(BENIGN + RE
 _REQUEST = _compile(REQUEST)
 _PAST, _NOW, _SAFE = _compile(PAST), _compile(NOW), _compile(SAFE)
 _FUZZY = tuple(phonetic(w) for w in FUZZY)
+_NOT_JOINED = frozenset({"et", "est", "ou", "a", "au"})  # "noir et" is no "noyade"
 
 
 def _near(a: str, b: str) -> bool:
@@ -81,7 +83,8 @@ def _near(a: str, b: str) -> bool:
 @lru_cache(maxsize=4096)  # the same clauses are asked about again within a turn
 def fuzzy_danger(folded: str) -> str | None:
     words = folded.split()
-    grams = words + [a + b for a, b in zip(words, words[1:])]  # "un sandie" -> "unsandie"
+    grams = words + [a + b for a, b in zip(words, words[1:])  # "un sandie" -> "unsandie"
+                     if b not in _NOT_JOINED]
     for w in grams:
         if len(w) < 6 or w in NOT_FUZZY:
             continue
@@ -92,8 +95,10 @@ def fuzzy_danger(folded: str) -> str | None:
 
 
 _CONNECTORS = re.compile(r" (?:" + "|".join(CONNECTORS) + r") ")
-_PLACE = re.compile(r"(?<= )((?:" + "|".join(PLACE_KINDS) + r") " + PLACE_NAME + r" )(\w+(?: " + PLACE_NAME
+_PLACE = re.compile(r"(?<= )((?:(?:" + "|".join(PLACE_KINDS) + r") " + PLACE_NAME + r"|(?:" + "|".join(ESTATE_KINDS)
+                    + r") (?:" + PLACE_NAME[3:-1] + r"|les)) )((?:" + PLACE_TITLES + r" )?\w+(?: " + PLACE_NAME
                     + r" \w+)?)(?= )")
+_LANDMARK = re.compile(r"(?<= )(?:" + "|".join(LANDMARKS) + r")(?= )")
 _PLACE_ALARM = re.compile(r"\b(?:" + "|".join(PLACE_ALARMS) + r")\b")
 NEUTRAL_NAME = "lilas"
 
@@ -104,6 +109,7 @@ def neutral_places(text: str) -> str:
     A danger said beside the address stays: "le feu rue du Moulin", "la rue du Gaz, ça sent le gaz"."""
     folded = " " + fold(text) + " "
     out = _PLACE.sub(lambda m: m.group(1) + NEUTRAL_NAME if _PLACE_ALARM.search(m.group(2)) else m.group(0), folded)
+    out = _LANDMARK.sub(NEUTRAL_NAME, out)
     return out.strip() if out != folded else text
 
 
