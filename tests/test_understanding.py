@@ -167,12 +167,19 @@ def report(flow, name: str) -> Report:
 def test_held_out_callers_do_not_regress(flow):
     """Reached on the held-out set: 0.905, emergencies 46/47, 11/383 false alarms (2026-12-04, first
     version); 0.902, 45/47, 11/383 with the fifth batch of examples (2026-12-05); 0.907, 45/47, 11/383
-    with the sixth writer's danger words and the emergency layer as the one way in (2026-12-05)."""
+    with the sixth writer's danger words and the emergency layer as the one way in (2026-12-05);
+    0.909, 46/47, 11/383 (2026-12-06). The second held-out set, callers2.tsv (written 2026-12-06):
+    0.907, 35/36, 3/364 both when first measured and at the end of that session."""
     r = report(flow, "callers.tsv")
     caught, pos, alarms, neg = r.emergency_counts()
     assert r.accuracy() >= 0.885, r.lines(0)[-1]
     assert caught >= pos - 2
     assert alarms / neg <= 0.04
+    r = report(flow, "callers2.tsv")
+    caught, pos, alarms, neg = r.emergency_counts()
+    assert r.accuracy() >= 0.885, r.lines(0)[-1]
+    assert caught >= pos - 2
+    assert alarms / neg <= 0.02
 
 
 def test_emergency_tuning_set_stays_caught(flow):
