@@ -221,8 +221,10 @@ async def test_a_partial_still_queued_is_skipped_when_the_caller_goes_on(shared,
 
     from callbot.speech.stt import WhisperSTT
 
-    busy = [asyncio.ensure_future(shared.atranscribe(clip)) for _ in range(shared.max_concurrent)]
-    await asyncio.sleep(0.05)  # both slots taken: the call's first segment will have to wait
+    # both slots taken, for long enough (4x the clip: ~1 s of decoding) that the call's first segment is
+    # still waiting when the caller goes on; with the clip alone a fast CPU freed them in time (CI, once)
+    busy = [asyncio.ensure_future(shared.atranscribe(clip * 4)) for _ in range(shared.max_concurrent)]
+    await asyncio.sleep(0.05)
     step = 640
     half = len(clip) // 2 // step * step
 
