@@ -241,15 +241,18 @@ class Session:
 
     def prepare(self, text: str, alternatives: Sequence[str] = ()) -> None:
         """Compute the sentence vectors ``hear`` will need (blocking: call it from a worker thread):
-        Whisper's other hypotheses' too, when this node would look at them (its best is not understood)."""
+        Whisper's other hypotheses' too, when this node would look at them (its best is not understood),
+        and each one's form with a neutral place name ("rue du Gaz"), which the emergency layer judges."""
         from callbot.flows.dialog import wants_alternatives
+        from callbot.understanding.emergency import neutral_places
 
-        self.flow.recogniser.prepare(text)
-        self.flow.emergency.prepare(text)
+        said = [text]
         if alternatives and wants_alternatives(self, text):
-            for said in alternatives:
-                self.flow.recogniser.prepare(said)
-                self.flow.emergency.prepare(said)
+            said += alternatives
+        for sentence in said:
+            for form in dict.fromkeys((sentence, neutral_places(sentence))):
+                self.flow.recogniser.prepare(form)
+                self.flow.emergency.prepare(form)
 
     def vocabulary(self) -> str:
         node = self.flow.nodes.get(self.s.node)

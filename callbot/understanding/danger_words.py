@@ -245,7 +245,7 @@ PLACE_KINDS = [
     r"lieu dit", r"rond point", r"carrefour", r"faubourg", r"esplanade", r"promenade", r"venelle", r"traverse",
     r"montee", r"parc", r"clos", r"domaine", r"centre", r"caserne", r"pont", r"cour",
 ]
-PLACE_NAME = r"(?:de la|de l|des|du|de|d|aux|au)"
+PLACE_OF = [r"de la", r"de l", r"des", r"du", r"de", r"d", r"aux", r"au"]  # "rue [du] Gaz"
 ESTATE_KINDS = [r"residence", r"lotissement", r"lieu dit", r"domaine", r"hameau", r"clos"]  # "résidence les Flammes"
 # titles before a name: "rue du docteur Samu", "avenue du général Lefeu"
 PLACE_TITLES = r"(?:docteur|general|marechal|president|saint|sainte|colonel|capitaine|commandant|abbe|pere|professeur)"

@@ -43,7 +43,7 @@ from callbot.flows.intents import phonetic
 from callbot.flows.text import fold
 from callbot.understanding import logreg
 from callbot.understanding.danger_words import (BENIGN, CONNECTORS, DANGER, ESTATE_KINDS, FUZZY, LANDMARKS,
-                                                 NOT_FUZZY, NOW, PAST, PLACE_ALARMS, PLACE_KINDS, PLACE_NAME,
+                                                 NOT_FUZZY, NOW, PAST, PLACE_ALARMS, PLACE_KINDS, PLACE_OF,
                                                  PLACE_TITLES, REQUEST, SAFE, WEAK)
 from callbot.understanding.encoders import Encoder
 from callbot.understanding.text import for_model
@@ -95,9 +95,10 @@ def fuzzy_danger(folded: str) -> str | None:
 
 
 _CONNECTORS = re.compile(r" (?:" + "|".join(CONNECTORS) + r") ")
-_PLACE = re.compile(r"(?<= )((?:(?:" + "|".join(PLACE_KINDS) + r") " + PLACE_NAME + r"|(?:" + "|".join(ESTATE_KINDS)
-                    + r") (?:" + PLACE_NAME[3:-1] + r"|les)) )((?:" + PLACE_TITLES + r" )?\w+(?: " + PLACE_NAME
-                    + r" \w+)?)(?= )")
+_OF = "|".join(PLACE_OF)
+# group 1: "rue du ", "résidence les "; group 2: the name, with a title and one "de X" ("docteur Samu", "mort aux loups")
+_PLACE = re.compile(rf"(?<= )((?:(?:{'|'.join(PLACE_KINDS)}) (?:{_OF})|(?:{'|'.join(ESTATE_KINDS)}) (?:{_OF}|les)) )"
+                    rf"((?:{PLACE_TITLES} )?\w+(?: (?:{_OF}) \w+)?)(?= )")
 _LANDMARK = re.compile(r"(?<= )(?:" + "|".join(LANDMARKS) + r")(?= )")
 _PLACE_ALARM = re.compile(r"\b(?:" + "|".join(PLACE_ALARMS) + r")\b")
 NEUTRAL_NAME = "lilas"
